@@ -1,0 +1,32 @@
+"""streamkit: real-time stream aggregation from a YAML pipeline of pluggable parts.
+
+Public API (what plugins may import)::
+
+    from streamkit import Pipeline, hookimpl, Source, Sink, Aggregator, Option
+"""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from .components import (Aggregator, Batch, Context, DeadLetter, DeadLetterDestination, Delta, Flush,
+                         PartitionDelta, Sink, Source, SourceHooks)
+from .engine import RunResult
+from .errors import ConfigError, PluginError, SourceUnavailable, StreamkitError
+from .hookspecs import hookimpl
+from .options import REQUIRED, Duration, ListOf, OneOf, Option, parse_duration
+from .pipeline import Pipeline
+from .progress import echo
+from .windows import event_time
+
+try:
+    __version__ = _version("streamkit")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Pipeline", "RunResult", "hookimpl",
+    "Source", "Sink", "Aggregator", "DeadLetterDestination", "SourceHooks", "Context",
+    "Batch", "DeadLetter", "Delta", "Flush", "PartitionDelta",
+    "Option", "REQUIRED", "Duration", "ListOf", "OneOf", "parse_duration", "event_time", "echo",
+    "StreamkitError", "ConfigError", "PluginError", "SourceUnavailable", "__version__",
+]

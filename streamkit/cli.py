@@ -1,0 +1,112 @@
+"""``streamkit run | validate | plugins``, plus commands contributed by plugins."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import StreamkitError
+from .plugins import KINDS, build_registry, get_plugin_manager
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+    pipeline = Pipeline.from_yaml(args.file, overrides=args.set)
+    result = pipeline.run(max_events=args.max_events, duration=args.duration, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(result)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+    p = Pipeline.from_yaml(args.file, overrides=args.set)
+    spec = p.spec
+    print(f"{args.file}: ok — source {spec.source.type}, {len(spec.aggregations)} aggregations, "
+          f"sinks {', '.join(s.type for s in spec.sinks)}")
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    pm = get_plugin_manager()
+    for mod in args.module or []:
+        from .plugins import load_module_plugin
+        load_module_plugin(pm, mod)
+    registry = build_registry(pm)
+    data: dict = {kind: [r.describe() for _, r in sorted(registry.types[kind].items())] for kind in KINDS}
+    data["section"] = [r.describe() for _, r in sorted(registry.sections.items())]
+    data["plugins"] = sorted(pm.get_name(p) or "" for p in pm.get_plugins())
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    for kind in [*KINDS, "section"]:
+        print(f"{kind} types:" if kind != "section" else "pipeline sections:")
+        for r in data[kind]:
+            pkg = f"{r['package']} {r['version']}".strip()
+            print(f"  {r['name']:<14} {pkg}  {r['description']}")
+            for oname, o in r["options"].items():
+                req = "required" if o["required"] else f"default {o['default']!r}"
+                print(f"      {oname:<20} {o['type']:<18} {req}  {o['help']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamkit", description="Real-time stream aggregation pipelines.")
+    parser.add_argument("--version", action="version", version=f"streamkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a pipeline")
+    run.add_argument("file", help="pipeline YAML file")
+    run.add_argument("--max-events", type=int, metavar="N",
+                     help="stop after exactly N source records were processed and flushed")
+    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override an option, e.g. --set source.rate=0 (repeatable)")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.set_defaults(func=_cmd_run)
+
+    val = sub.add_parser("validate", help="check a pipeline file without running it")
+    val.add_argument("file")
+    val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    val.set_defaults(func=_cmd_validate)
+
+    plug = sub.add_parser("plugins", help="list every source, aggregator and sink type")
+    plug.add_argument("--json", action="store_true")
+    plug.add_argument("--module", action="append", metavar="MODULE", help="also load this plugin module")
+    plug.set_defaults(func=_cmd_plugins)
+
+    get_plugin_manager().hook.register_commands(subparsers=sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        level = logging.WARNING - 10 * min(args.verbose, 2)
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except StreamkitError as exc:
+        print(f"streamkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("streamkit: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,300 @@
+"""The base classes a plugin type derives from, and the objects passed between them.
+
+A *source* yields :class:`Batch` es, the engine turns them into per-partition
+deltas (one :class:`Flush` per flush interval), every *sink* writes the flush,
+and only then are the source positions acknowledged.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Protocol
+
+from .options import Option
+
+__all__ = [
+    "Batch", "DeadLetter", "Flush", "PartitionDelta", "Delta",
+    "Source", "SourceHooks", "Sink", "Aggregator", "DeadLetterDestination", "Context",
+]
+
+
+@dataclass
+class Batch:
+    """Records of one source partition, in position order.
+
+    ``records`` are raw (``bytes``/``str`` JSON) unless ``decoded`` is true, in which
+    case they are dicts already. ``first`` is the position of the first record and
+    ``next`` the position to resume from after the last one. ``positions`` is given
+    only when positions are not contiguous (Kafka offsets after compaction).
+    """
+
+    partition: str
+    records: list
+    first: int
+    next: int
+    positions: list[int] | None = None
+    decoded: bool = False
+
+    def position(self, index: int) -> int:
+        return self.positions[index] if self.positions is not None else self.first + index
+
+
+@dataclass
+class DeadLetter:
+    """A record the pipeline could not use, with the reason and where it came from."""
+
+    partition: str
+    position: int
+    reason: str
+    record: Any
+
+    def to_json(self) -> dict:
+        rec = self.record
+        if isinstance(rec, (bytes, bytearray)):
+            rec = rec.decode("utf-8", "replace")
+        return {"partition": self.partition, "position": self.position,
+                "reason": self.reason, "record": rec}
+
+
+@dataclass
+class Delta:
+    """What one flush adds to one document: aggregation, group key and window."""
+
+    aggregation: str
+    key: dict
+    window_start: float | None
+    window_end: float | None
+    partial: Any
+    aggregator: "Aggregator"
+
+    @property
+    def values(self) -> dict:
+        """The document fields this delta alone would give (``{"count": 3}``)."""
+        return self.aggregator.result(self.partial)
+
+    def window_json(self) -> dict:
+        return {"start": _iso(self.window_start), "end": _iso(self.window_end)}
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class PartitionDelta:
+    """The deltas one source partition contributed to a flush, and its position range.
+
+    ``tables`` maps aggregation name to ``{table_key: partial}``; use
+    :meth:`Flush.deltas` rather than reading tables directly.
+    """
+
+    partition: str
+    first: int
+    next: int
+    records: int = 0
+    tables: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class Flush:
+    """Everything produced since the previous flush. Sinks must make it durable in ``write``."""
+
+    seq: int
+    parts: dict[str, PartitionDelta]
+    aggregations: list  # list[AggregationSpec], in configuration order
+    records: list | None = None        # raw decoded records, for sinks with ``wants_records``
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    created_at: float = 0.0
+
+    @property
+    def positions(self) -> dict[str, int]:
+        """Partition -> position to resume from once this flush is durable."""
+        return {p: part.next for p, part in self.parts.items()}
+
+    @property
+    def record_count(self) -> int:
+        return sum(p.records for p in self.parts.values())
+
+    def partition_deltas(self, partition: str) -> Iterator[Delta]:
+        """The deltas of one partition (what an exactly-once sink fences per partition)."""
+        part = self.parts[partition]
+        for agg in self.aggregations:
+            table = part.tables.get(agg.name)
+            if table:
+                yield from agg.deltas(table.items())
+
+    def deltas(self) -> Iterator[Delta]:
+        """Every delta of the flush, partitions merged: one per (aggregation, key, window)."""
+        for agg in self.aggregations:
+            tables = [p.tables[agg.name] for p in self.parts.values() if p.tables.get(agg.name)]
+            if not tables:
+                continue
+            if len(tables) == 1:
+                merged = tables[0]
+            else:
+                merged = dict(tables[0])
+                merge = agg.aggregator.merge
+                for table in tables[1:]:
+                    for k, v in table.items():
+                        merged[k] = merge(merged[k], v) if k in merged else v
+            yield from agg.deltas(merged.items())
+
+
+class Context:
+    """What the running pipeline offers a plugin instance."""
+
+    def __init__(self, pipeline: Any, name: str) -> None:
+        self.pipeline = pipeline
+        self.name = name  # e.g. "sinks[0]" — use it in messages
+
+    @property
+    def stopping(self) -> bool:
+        return self.pipeline is not None and self.pipeline.stopping
+
+
+class _Typed:
+    #: option schema, checked before the pipeline starts
+    options: ClassVar[Mapping[str, Option]] = {}
+    #: one line shown by ``streamkit plugins``
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: dict, context: Context) -> None:
+        self.config = config
+        self.context = context
+
+
+class SourceHooks(Protocol):
+    """Given to :meth:`Source.open`: how a source talks back to the engine."""
+
+    def assigned(self, partitions: list[str]) -> dict[str, int]:
+        """Partitions now owned; returns stored positions to resume from (may be empty)."""
+
+    def revoking(self, partitions: list[str]) -> None:
+        """Partitions about to be lost: the engine flushes and commits them first."""
+
+
+class Source(_Typed):
+    """Yields batches. Positions are acknowledged through :meth:`commit` after sinks flushed."""
+
+    def open(self, hooks: SourceHooks) -> None:
+        """Connect and take partitions (call ``hooks.assigned`` for each assignment)."""
+
+    def poll(self, timeout: float) -> list[Batch] | None:
+        """Batches available within ``timeout`` seconds; ``[]`` if none yet, ``None`` when finished."""
+        raise NotImplementedError
+
+    def commit(self, positions: dict[str, int]) -> None:
+        """Every record before these positions is durable in every sink."""
+
+    def lag(self) -> dict[str, int] | None:
+        """Records not yet read, per partition, where the source can tell."""
+        return None
+
+    def close(self) -> None:
+        """Release connections. Called once, also after errors."""
+
+
+class Sink(_Typed):
+    """Receives every flush. ``write`` returns only when the flush is durable."""
+
+    #: true if the sink wants the decoded records in ``flush.records``
+    wants_records: ClassVar[bool] = False
+
+    @classmethod
+    def takes_records(cls, options: dict) -> bool:
+        """Does a sink with these options want ``flush.records``? (default: ``wants_records``)"""
+        return cls.wants_records
+
+    def open(self) -> None:
+        pass
+
+    def positions(self, partitions: list[str]) -> dict[str, int]:
+        """Positions this sink has stored (for exactly-once resume); ``{}`` if it keeps none."""
+        return {}
+
+    def write(self, flush: Flush) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class DeadLetterDestination(_Typed):
+    """Receives records that could not be used, before their positions are acknowledged."""
+
+    def open(self) -> None:
+        pass
+
+    def write(self, letters: list[DeadLetter]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+_MISSING = object()
+
+
+class Aggregator:
+    """A mergeable partial: ``create`` / ``add`` / ``merge``, and how MongoDB merges it.
+
+    Partials must be commutative and associative under ``merge``, which is what
+    lets several processes and several flushes feed the same document.
+    """
+
+    options: ClassVar[Mapping[str, Option]] = {}
+    description: ClassVar[str] = ""
+    #: does it read a value (``field:``)? must that value be a number?
+    needs_field: ClassVar[bool] = True
+    numeric: ClassVar[bool] = True
+    #: the document fields it owns
+    fields: ClassVar[tuple[str, ...]] = ()
+    #: the field the dashboard sorts and charts by
+    primary: ClassVar[str] = ""
+
+    def __init__(self, config: dict | None = None) -> None:
+        self.config = config or {}
+
+    def create(self) -> Any:
+        raise NotImplementedError
+
+    def add(self, partial: Any, value: Any) -> Any:
+        raise NotImplementedError
+
+    def merge(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def add_batch(self, table: dict, keys: list, values: list | None) -> None:
+        """Add a batch. Override with a faster loop; the default calls ``add`` per record."""
+        create, add, get = self.create, self.add, table.get
+        if values is None:
+            values = [None] * len(keys)
+        for k, v in zip(keys, values):
+            p = get(k, _MISSING)
+            table[k] = add(create() if p is _MISSING else p, v)
+
+    def new_table(self) -> dict:
+        return {}
+
+    def result(self, partial: Any) -> dict:
+        """The document fields for a partial, e.g. ``{"sum": 5, "count": 2, "avg": 2.5}``."""
+        raise NotImplementedError
+
+    def from_document(self, doc: Mapping) -> Any:
+        """Rebuild a partial from a stored document (the inverse of ``result``)."""
+        raise NotImplementedError
+
+    def mongo_merge(self, partial: Any) -> dict:
+        """``$set`` stage expressions that merge ``partial`` into the current document."""
+        raise NotImplementedError
+
+    def mongo_finalize(self) -> dict | None:
+        """A second ``$set`` stage computed from merged fields (``avg``), or None."""
+        return None
+
+
+def is_number(value: Any) -> bool:
+    return type(value) in (int, float) and not (type(value) is float and math.isnan(value))

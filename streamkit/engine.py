@@ -1,0 +1,265 @@
+"""The run loop: poll -> decode/validate -> aggregate into deltas -> flush -> acknowledge.
+
+Flushes are written by one writer thread so the next batch is read and
+aggregated while the previous flush is being written. At most one flush is in
+flight; positions are committed on the source's thread only after every sink
+(and the dead-letter destination) made that flush durable.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .components import Batch, Flush, PartitionDelta
+from .records import BatchReader
+
+log = logging.getLogger("streamkit")
+
+
+@dataclass
+class RunResult:
+    """The counters of a run; ``str()`` is the summary line the CLI prints."""
+
+    records_read: int = 0
+    records_aggregated: int = 0
+    dead_letters: int = 0
+    flushes: int = 0
+    elapsed: float = 0.0
+    stopped_by: str = ""
+    positions: dict = field(default_factory=dict)
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records_read / self.elapsed if self.elapsed > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"records_read": self.records_read, "records_aggregated": self.records_aggregated,
+                "dead_letters": self.dead_letters, "flushes": self.flushes,
+                "elapsed": round(self.elapsed, 3), "records_per_second": round(self.records_per_second, 1),
+                "stopped_by": self.stopped_by}
+
+    def __str__(self) -> str:
+        return (f"{self.records_read:,} records read, {self.records_aggregated:,} aggregated, "
+                f"{self.dead_letters:,} dead letters, {self.flushes:,} flushes in {self.elapsed:.2f}s "
+                f"({self.records_per_second:,.0f} records/s)")
+
+
+_STOP = object()
+
+
+class _Writer(threading.Thread):
+    def __init__(self, engine: "Engine") -> None:
+        super().__init__(name="streamkit-writer", daemon=True)
+        self.engine = engine
+        self.todo: queue.Queue = queue.Queue()
+        self.done: queue.Queue = queue.Queue()
+
+    def run(self) -> None:
+        while True:
+            flush = self.todo.get()
+            if flush is _STOP:
+                return
+            try:
+                self.engine.write(flush)
+            except BaseException as exc:  # handed to the main thread, which raises it
+                self.done.put((flush, exc))
+                return
+            self.done.put((flush, None))
+
+
+class Engine:
+    def __init__(self, pipeline: Any, *, max_events: int | None = None, duration: float | None = None,
+                 progress: Any = None) -> None:
+        spec = pipeline.spec
+        self.pipeline = pipeline
+        self.spec = spec
+        self.aggs = spec.aggregations
+        self.reader = BatchReader(self.aggs)
+        self.source = pipeline.source
+        self.sinks = pipeline.sinks
+        self.dead_letter = pipeline.dead_letter
+        self.hook = pipeline.hook
+        self.keep_records = any(type(s).takes_records(s.config) for s in self.sinks)
+        self.max_events = max_events
+        self.duration = duration
+        self.progress = progress
+        self.result = RunResult()
+        self.parts: dict[str, PartitionDelta] = {}
+        self.records: list = []
+        self.dead: list = []
+        self.pending = 0          # records since the last flush
+        self.seq = 0
+        self.inflight = 0
+        self.boundaries: dict[str, int] = {}  # partition -> position a flush must end at (replay)
+        self.writer = _Writer(self)
+        self.lock = threading.Lock()
+
+    # -- writer thread ------------------------------------------------------------------
+    def write(self, flush: Flush) -> None:
+        if flush.dead_letters:
+            self.dead_letter.write(flush.dead_letters)
+        for sink in self.sinks:
+            sink.write(flush)
+        self.hook.flushed(pipeline=self.pipeline, flush=flush)
+
+    # -- source hooks -------------------------------------------------------------------
+    def assigned(self, partitions: list[str]) -> dict[str, int]:
+        """Resume positions from the sinks that store them (the lowest wins)."""
+        resume: dict[str, int] = {}
+        for sink in self.sinks:
+            for p, pos in (sink.positions(partitions) or {}).items():
+                if isinstance(pos, tuple):  # (start, end) of an unfinished flush: replay it exactly
+                    pos, until = pos
+                    self.boundaries[p] = min(until, self.boundaries.get(p, until))
+                resume[p] = min(pos, resume.get(p, pos))
+        return resume
+
+    def revoking(self, partitions: list[str]) -> None:
+        """Flush and commit before partitions move to another process."""
+        self.flush()
+        self.drain(wait_all=True)
+
+    # -- main loop ----------------------------------------------------------------------
+    def run(self) -> RunResult:
+        started = time.monotonic()
+        deadline = started + self.duration if self.duration is not None else None
+        interval = self.spec.flush_interval
+        max_records = self.spec.flush_max_records
+        last_flush = started
+        self.writer.start()
+        stopped_by = ""
+        try:
+            self.source.open(self)
+            self.hook.startup(pipeline=self.pipeline)
+            while True:
+                if self.pipeline.stopping:
+                    stopped_by = "signal"
+                    break
+                if self.max_events is not None and self.result.records_read >= self.max_events:
+                    stopped_by = "max_events"
+                    break
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    stopped_by = "duration"
+                    break
+                timeout = max(0.0, min(0.2, last_flush + interval - now))
+                batches = self.source.poll(timeout)
+                if batches is None:
+                    stopped_by = "source_finished"
+                    break
+                for batch in batches:
+                    self.process(batch)
+                    if self.max_events is not None and self.result.records_read >= self.max_events:
+                        break
+                self.drain()
+                now = time.monotonic()
+                if self.pending >= max_records or (now - last_flush >= interval and self.parts):
+                    self.flush()
+                    last_flush = now
+                elif now - last_flush >= interval:
+                    last_flush = now
+                if self.progress is not None:
+                    self.progress.update(self.result.records_read, self.result.dead_letters, self.result.flushes)
+            self.flush()
+            self.drain(wait_all=True)
+        finally:
+            self.writer.todo.put(_STOP)
+            self.result.elapsed = time.monotonic() - started
+            self.result.stopped_by = stopped_by
+        return self.result
+
+    def process(self, batch: Batch) -> None:
+        n = len(batch.records)
+        if not n:
+            return
+        if self.max_events is not None:
+            room = self.max_events - self.result.records_read
+            if room < n:
+                batch = _head(batch, room)
+                n = room
+        until = self.boundaries.get(batch.partition)
+        if until is not None:
+            head = sum(1 for i in range(n) if batch.position(i) < until)
+            if head < n:
+                if head:
+                    self._aggregate(_head(batch, head))
+                self.flush()  # the replayed flush ends exactly where the interrupted one did
+                self.drain(wait_all=True)
+                del self.boundaries[batch.partition]
+                self.process(_tail(batch, head))
+                return
+            if batch.next >= until:
+                self._aggregate(batch)
+                self.flush()
+                self.drain(wait_all=True)
+                del self.boundaries[batch.partition]
+                return
+        self._aggregate(batch)
+
+    def _aggregate(self, batch: Batch) -> None:
+        cols = self.reader.read(batch)
+        part = self.parts.get(batch.partition)
+        if part is None:
+            part = PartitionDelta(batch.partition, batch.first, batch.next,
+                                  tables={a.name: a.aggregator.new_table() for a in self.aggs})
+            self.parts[batch.partition] = part
+        good = len(cols.records)
+        if good:
+            for agg in self.aggs:
+                agg.add_columns(part.tables[agg.name], cols.columns, cols.times.get(agg.time_field), good)
+        n = len(batch.records)
+        part.next = batch.next
+        part.records += n
+        if self.keep_records:
+            self.records.extend(cols.records)
+        if cols.dead:
+            self.dead.extend(cols.dead)
+        self.pending += n
+        self.result.records_read += n
+        self.result.records_aggregated += good
+        self.result.dead_letters += len(cols.dead)
+
+    def flush(self) -> None:
+        """Hand everything since the last flush to the writer (waits if one is already in flight)."""
+        if not self.parts:
+            return
+        while self.inflight >= 1:
+            self.drain(block=True)
+        self.seq += 1
+        flush = Flush(self.seq, self.parts, self.aggs, self.records if self.keep_records else None,
+                      self.dead, created_at=time.time())
+        self.parts, self.records, self.dead, self.pending = {}, [], [], 0
+        self.inflight += 1
+        self.writer.todo.put(flush)
+
+    def drain(self, block: bool = False, wait_all: bool = False) -> None:
+        """Commit the positions of every flush the writer has finished."""
+        while self.inflight:
+            try:
+                flush, exc = self.writer.done.get(block=block or wait_all, timeout=None)
+            except queue.Empty:
+                return
+            self.inflight -= 1
+            if exc is not None:
+                raise exc
+            self.source.commit(flush.positions)
+            self.result.positions.update(flush.positions)
+            self.result.flushes += 1
+            if block and not wait_all:
+                return
+
+
+def _head(batch: Batch, n: int) -> Batch:
+    positions = batch.positions[:n] if batch.positions is not None else None
+    last = positions[-1] if positions else batch.first + n - 1
+    return Batch(batch.partition, batch.records[:n], batch.first, last + 1, positions, batch.decoded)
+
+
+def _tail(batch: Batch, n: int) -> Batch:
+    positions = batch.positions[n:] if batch.positions is not None else None
+    first = positions[0] if positions else batch.first + n
+    return Batch(batch.partition, batch.records[n:], first, batch.next, positions, batch.decoded)

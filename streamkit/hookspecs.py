@@ -1,0 +1,72 @@
+"""The plugin contract. Every hook is called by keyword, so a hookimpl may take fewer arguments.
+
+Types are contributed through a ``register`` callback, so the host can reject a
+duplicate name and remember which plugin gave what.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pluggy import HookimplMarker, HookspecMarker
+
+hookspec = HookspecMarker("streamkit")
+hookimpl = HookimplMarker("streamkit")
+
+
+@hookspec
+def register_sources(register: Callable[[str, type], None]) -> None:
+    """Register source types: ``register("kafka", KafkaSource)``.
+
+    The class derives from :class:`streamkit.Source` and declares ``options``.
+    """
+
+
+@hookspec
+def register_aggregators(register: Callable[[str, type], None]) -> None:
+    """Register aggregator types: ``register("count", Count)``.
+
+    The class derives from :class:`streamkit.Aggregator`: ``create``, ``add``,
+    ``merge``, ``result`` and the MongoDB merge expressions.
+    """
+
+
+@hookspec
+def register_sinks(register: Callable[[str, type], None]) -> None:
+    """Register sink types: ``register("mongodb", MongoSink)``. Classes derive from :class:`streamkit.Sink`."""
+
+
+@hookspec
+def register_dead_letters(register: Callable[[str, type], None]) -> None:
+    """Register dead-letter destination types: ``register("jsonl", JsonlDeadLetters)``.
+
+    Classes derive from :class:`streamkit.DeadLetterDestination`.
+    """
+
+
+@hookspec
+def register_sections(register: Callable[[str, dict], None]) -> None:
+    """Claim a top-level pipeline key and its options: ``register("dashboard", {"port": Option(int, 8080)})``.
+
+    The validated section is ``pipeline.sections["dashboard"]`` (None when the file lacks it).
+    """
+
+
+@hookspec
+def register_commands(subparsers: Any) -> None:
+    """Add CLI commands: ``p = subparsers.add_parser("name", help=...)``, then
+    ``p.set_defaults(func=callable)``; ``func(args)`` returns the exit code."""
+
+
+@hookspec
+def startup(pipeline: Any) -> None:
+    """The pipeline is about to read its first batch (sinks are open)."""
+
+
+@hookspec
+def flushed(pipeline: Any, flush: Any) -> None:
+    """Every sink has made ``flush`` durable. Called from the writer thread; keep it quick."""
+
+
+@hookspec
+def shutdown(pipeline: Any, result: Any) -> None:
+    """The pipeline has stopped (after its final flush); ``result`` holds its counters."""

@@ -1,0 +1,157 @@
+"""The plugin manager, built once on first use: built-ins and third-party plugins
+both come from the ``streamkit`` entry-point group; modules named under a
+pipeline's ``plugins:`` key are added when that pipeline loads.
+
+``STREAMKIT_PLUGINS`` limits what loads: unset loads every entry point; a comma
+list loads only those entry-point names (or distribution names); empty loads none.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import threading
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .components import Aggregator, DeadLetterDestination, Sink, Source
+from .errors import PluginError
+
+GROUP = "streamkit"
+_pm: pluggy.PluginManager | None = None
+_lock = threading.Lock()
+
+
+def get_plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
+    """The process-wide plugin manager; ``entry_points=False`` builds a fresh one without any."""
+    global _pm
+    if not entry_points:
+        pm = pluggy.PluginManager(GROUP)
+        pm.add_hookspecs(hookspecs)
+        return pm
+    with _lock:
+        if _pm is None:
+            pm = pluggy.PluginManager(GROUP)
+            pm.add_hookspecs(hookspecs)
+            _load_entry_points(pm)
+            pm.check_pending()
+            _pm = pm
+        return _pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    wanted = os.environ.get("STREAMKIT_PLUGINS")
+    allow = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
+    for ep in importlib.metadata.entry_points(group=GROUP):
+        dist = ep.dist.name if ep.dist else ""
+        if allow is not None and ep.name not in allow and dist not in allow:
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken third-party plugin must name itself
+            raise PluginError(f"plugin {ep.name!r} ({dist}) failed to load: {type(exc).__name__}: {exc}") from None
+        pm.register(module, name=ep.name)
+        _PROVENANCE[ep.name] = (dist, ep.dist.version if ep.dist else "")
+
+
+_PROVENANCE: dict[str, tuple[str, str]] = {}
+
+
+def load_module_plugin(pm: pluggy.PluginManager, name: str) -> ModuleType:
+    """Import and register a module named under a pipeline's ``plugins:`` key (idempotent)."""
+    existing = pm.get_plugin(name)
+    if existing is not None:
+        return existing
+    module = importlib.import_module(name)
+    pm.register(module, name=name)
+    pm.check_pending()
+    version = getattr(module, "__version__", "")
+    _PROVENANCE.setdefault(name, (f"module {name}", version))
+    return module
+
+
+@dataclass
+class Registered:
+    name: str
+    cls: Any
+    plugin: str
+    package: str
+    version: str
+
+    def describe(self) -> dict:
+        opts = getattr(self.cls, "options", {}) or {}
+        return {"name": self.name, "plugin": self.plugin, "package": self.package,
+                "version": self.version, "description": getattr(self.cls, "description", "") or
+                (self.cls.__doc__ or "").strip().split("\n")[0],
+                "options": {k: o.describe() for k, o in opts.items()}}
+
+
+KINDS = {
+    "source": ("register_sources", Source),
+    "aggregator": ("register_aggregators", Aggregator),
+    "sink": ("register_sinks", Sink),
+    "dead_letter": ("register_dead_letters", DeadLetterDestination),
+}
+
+
+@dataclass
+class Registry:
+    """Every type contributed by the plugins of one plugin manager, by kind and name."""
+
+    types: dict[str, dict[str, Registered]] = field(default_factory=dict)
+    sections: dict[str, Registered] = field(default_factory=dict)
+
+    def known(self, kind: str) -> list[str]:
+        return sorted(self.types.get(kind, {}))
+
+    def get(self, kind: str, name: str) -> Registered | None:
+        return self.types.get(kind, {}).get(name)
+
+
+def _plugin_info(pm: pluggy.PluginManager, impl_plugin: Any) -> tuple[str, str, str]:
+    name = pm.get_name(impl_plugin) or getattr(impl_plugin, "__name__", repr(impl_plugin))
+    package, version = _PROVENANCE.get(name, (name, ""))
+    return name, package, version
+
+
+def build_registry(pm: pluggy.PluginManager) -> Registry:
+    """Call every ``register_*`` hook; duplicate names fail naming both plugins."""
+    reg = Registry()
+    for kind, (hook_name, base) in KINDS.items():
+        table: dict[str, Registered] = {}
+        reg.types[kind] = table
+        hook = getattr(pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            plugin, package, version = _plugin_info(pm, impl.plugin)
+
+            def register(name: str, cls: Any, _p=plugin, _pkg=package, _v=version, _t=table,
+                         _kind=kind, _base=base) -> None:
+                if not isinstance(name, str) or not name:
+                    raise PluginError(f"plugin {_p!r} registered a {_kind} type without a name")
+                if not (isinstance(cls, type) and issubclass(cls, _base)):
+                    raise PluginError(f"plugin {_p!r}: {_kind} type {name!r} must be a subclass of "
+                                      f"streamkit.{_base.__name__}")
+                if name in _t:
+                    raise PluginError(f"{_kind} type {name!r} is registered twice: by plugin "
+                                      f"{_t[name].plugin!r} and by plugin {_p!r}")
+                _t[name] = Registered(name, cls, _p, _pkg, _v)
+
+            impl.function(register=register)
+    for impl in pm.hook.register_sections.get_hookimpls():
+        plugin, package, version = _plugin_info(pm, impl.plugin)
+
+        def register_section(name: str, options: dict, _p=plugin, _pkg=package, _v=version) -> None:
+            if name in reg.sections:
+                raise PluginError(f"pipeline section {name!r} is claimed twice: by plugin "
+                                  f"{reg.sections[name].plugin!r} and by plugin {_p!r}")
+            holder = type(f"Section_{name}", (), {"options": options, "description": ""})
+            reg.sections[name] = Registered(name, holder, _p, _pkg, _v)
+
+        impl.function(register=register_section)
+    return reg

@@ -1,0 +1,166 @@
+"""YAML with line numbers and ``${VAR}`` / ``${VAR:-default}`` interpolation."""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def key_path(path: tuple) -> str:
+    """``("sinks", 0, "uri")`` -> ``sinks[0].uri``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+class Located:
+    """Plain Python data read from YAML, plus the line of every key and item."""
+
+    def __init__(self, data: Any, file: str | None = None, lines: Mapping[tuple, int] | None = None) -> None:
+        self.data = data
+        self.file = file
+        self.lines = dict(lines or {})
+
+    def line(self, path: tuple) -> int | None:
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+    def error(self, path: tuple, message: str) -> ConfigError:
+        return ConfigError(message, file=self.file, line=self.line(path), key=key_path(path) or None)
+
+
+def _interpolate(text: str, path: tuple, fail) -> str:
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        value = os.environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise fail(path, f"environment variable {name} is not set and has no default "
+                                 f"(write ${{{name}:-value}} to give one)")
+            return default
+        return value
+    return _VAR.sub(sub, text)
+
+
+def _build(node: yaml.Node, path: tuple, lines: dict, fail, env: bool) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict = {}
+        for key_node, value_node in node.value:
+            key = _build(key_node, path + ("<key>",), {}, fail, env=False)
+            if not isinstance(key, (str, int)):
+                raise fail(path, f"keys must be strings, got {key!r}")
+            if key in out:
+                lines[path + (key,)] = key_node.start_mark.line + 1
+                raise fail(path + (key,), "duplicate key")
+            out[key] = _build(value_node, path + (key,), lines, fail, env)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, path + (i,), lines, fail, env) for i, item in enumerate(node.value)]
+    value = _scalar(node)
+    if env and isinstance(value, str) and "${" in value:
+        text = _interpolate(value, path, fail)
+        if node.style is None:  # plain scalar: let YAML type the substituted text (${RATE:-0} is a number)
+            try:
+                return yaml.safe_load(text) if text.strip() else None
+            except yaml.YAMLError:
+                return text
+        return text
+    return value
+
+
+_loader_for_scalars = yaml.SafeLoader("")
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    return _loader_for_scalars.construct_object(node, deep=True)
+
+
+def load(text: str, file: str | None = None, env: bool = True) -> Located:
+    """Parse YAML ``text``; errors name the file and line."""
+    located = Located(None, file)
+
+    def fail(path: tuple, message: str) -> ConfigError:
+        return located.error(path, message)
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"YAML syntax error: {problem}", file=file,
+                          line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML syntax error: {exc}", file=file) from None
+    if node is None:
+        located.data = None
+        return located
+    located.data = _build(node, (), located.lines, fail, env)
+    return located
+
+
+def load_file(path: str, env: bool = True) -> Located:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the pipeline file: {exc.strerror}", file=path) from None
+    return load(text, file=path, env=env)
+
+
+def apply_overrides(located: Located, overrides: list[str]) -> None:
+    """Apply ``--set dotted.key=value`` overrides in place; values are YAML."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected dotted.key=value")
+        dotted, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parts: list = [int(p) if p.isdigit() else p for p in dotted.split(".")]
+        if not all(str(p) for p in parts):
+            raise ConfigError(f"--set {item}: empty key")
+        if located.data is None:
+            located.data = {}
+        target = located.data
+        for i, part in enumerate(parts[:-1]):
+            nxt = parts[i + 1]
+            if isinstance(target, list):
+                if not isinstance(part, int) or part >= len(target):
+                    raise ConfigError(f"--set {dotted}: no item {part} in {key_path(tuple(parts[:i]))}")
+                target = target[part]
+            elif isinstance(target, dict):
+                if part not in target or target[part] is None:
+                    target[part] = [] if isinstance(nxt, int) else {}
+                target = target[part]
+            else:
+                raise ConfigError(f"--set {dotted}: {key_path(tuple(parts[:i]))} is not a mapping or list")
+        last = parts[-1]
+        if isinstance(target, list):
+            if not isinstance(last, int) or last > len(target):
+                raise ConfigError(f"--set {dotted}: no item {last}")
+            if last == len(target):
+                target.append(value)
+            else:
+                target[last] = value
+        elif isinstance(target, dict):
+            target[last] = value
+        else:
+            raise ConfigError(f"--set {dotted}: cannot set a key inside a {type(target).__name__}")
+        located.lines[tuple(parts)] = None  # reported as the --set key, not a file line
