@@ -30,6 +30,7 @@ class Located:
         self.data = data
         self.file = file
         self.lines = dict(lines or {})
+        self.overrides: set[tuple] = set()  # paths given on the command line with --set
 
     def line(self, path: tuple) -> int | None:
         path = tuple(path)
@@ -40,6 +41,9 @@ class Located:
         return self.lines.get(())
 
     def error(self, path: tuple, message: str) -> ConfigError:
+        path = tuple(path)
+        if any(path[:i] in self.overrides for i in range(1, len(path) + 1)):
+            return ConfigError(message, key=f"--set {key_path(path)}")
         return ConfigError(message, file=self.file, line=self.line(path), key=key_path(path) or None)
 
 
@@ -163,4 +167,4 @@ def apply_overrides(located: Located, overrides: list[str]) -> None:
             target[last] = value
         else:
             raise ConfigError(f"--set {dotted}: cannot set a key inside a {type(target).__name__}")
-        located.lines[tuple(parts)] = None  # reported as the --set key, not a file line
+        located.overrides.add(tuple(parts))
