@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from .components import (Aggregator, Batch, Context, DeadLetter, DeadLetterDestination, Delta, Flush,
-                         PartitionDelta, Sink, Source, SourceHooks)
+from .components import (Aggregator, AlertDestination, Batch, Context, DeadLetter, DeadLetterDestination,
+                         Delta, Flush, PartitionDelta, Sink, Source, SourceHooks)
 from .engine import RunResult
 from .errors import ConfigError, PluginError, SourceUnavailable, StreamkitError
 from .hookspecs import hookimpl
@@ -25,7 +25,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "Pipeline", "RunResult", "hookimpl",
-    "Source", "Sink", "Aggregator", "DeadLetterDestination", "SourceHooks", "Context",
+    "Source", "Sink", "Aggregator", "DeadLetterDestination", "AlertDestination", "SourceHooks", "Context",
     "Batch", "DeadLetter", "Delta", "Flush", "PartitionDelta",
     "Option", "REQUIRED", "Duration", "ListOf", "OneOf", "parse_duration", "event_time", "echo",
     "StreamkitError", "ConfigError", "PluginError", "SourceUnavailable", "__version__",

@@ -15,7 +15,7 @@ from .options import Option
 
 __all__ = [
     "Batch", "DeadLetter", "Flush", "PartitionDelta", "Delta",
-    "Source", "SourceHooks", "Sink", "Aggregator", "DeadLetterDestination", "Context",
+    "Source", "SourceHooks", "Sink", "Aggregator", "DeadLetterDestination", "AlertDestination", "Context",
 ]
 
 
@@ -229,6 +229,22 @@ class DeadLetterDestination(_Typed):
         pass
 
     def write(self, letters: list[DeadLetter]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class AlertDestination(_Typed):
+    """Receives fired alerts: JSON-ready dicts with at least ``rule``, ``aggregation``,
+    ``key``, ``window`` (``start``/``end``: ISO-8601 or None), ``field``, ``value``,
+    ``threshold``, ``op`` and ``message``. ``send`` may block on the network, so an
+    alerting plugin calls it off the pipeline's writer thread."""
+
+    def open(self) -> None:
+        pass
+
+    def send(self, alerts: list[dict]) -> None:
         raise NotImplementedError
 
     def close(self) -> None:

@@ -136,9 +136,11 @@ def build_spec(loc: Located, *, plugin_manager=None) -> PipelineSpec:
         raise loc.error((), "expected a mapping at the top level (source, aggregations, sinks, ...)")
     pm = plugin_manager or get_plugin_manager()
     module_names = _str_list(loc, data.get("plugins"), ("plugins",))
+    # a module named in the file may sit next to it, as a script's helpers do
+    base = os.path.dirname(os.path.abspath(loc.file)) if loc.file and not loc.file.startswith("<") else None
     for i, mod in enumerate(module_names):
         try:
-            load_module_plugin(pm, mod)
+            load_module_plugin(pm, mod, search=base)
         except ImportError as exc:
             raise loc.error(("plugins", i), f"cannot import plugin module {mod!r}: {exc}") from None
         except ValueError as exc:  # pluggy: misspelled hook names and the like

@@ -44,6 +44,15 @@ def register_dead_letters(register: Callable[[str, type], None]) -> None:
 
 
 @hookspec
+def register_alert_destinations(register: Callable[[str, type], None]) -> None:
+    """Register alert destination types: ``register("webhook", WebhookAlerts)``.
+
+    Classes derive from :class:`streamkit.AlertDestination`. An alerting plugin
+    hands each fired alert to the destinations a pipeline names.
+    """
+
+
+@hookspec
 def register_sections(register: Callable[[str, dict], None]) -> None:
     """Claim a top-level pipeline key and its options: ``register("dashboard", {"port": Option(int, 8080)})``.
 

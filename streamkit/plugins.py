@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -18,7 +19,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .components import Aggregator, DeadLetterDestination, Sink, Source
+from .components import Aggregator, AlertDestination, DeadLetterDestination, Sink, Source
 from .errors import PluginError
 
 GROUP = "streamkit"
@@ -63,12 +64,24 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
 _PROVENANCE: dict[str, tuple[str, str]] = {}
 
 
-def load_module_plugin(pm: pluggy.PluginManager, name: str) -> ModuleType:
-    """Import and register a module named under a pipeline's ``plugins:`` key (idempotent)."""
+def load_module_plugin(pm: pluggy.PluginManager, name: str, search: str | None = None) -> ModuleType:
+    """Import and register a module named under a pipeline's ``plugins:`` key (idempotent).
+
+    ``search`` (the pipeline file's folder) is tried after the normal import path.
+    """
     existing = pm.get_plugin(name)
     if existing is not None:
         return existing
-    module = importlib.import_module(name)
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if search is None or exc.name != name.split(".")[0]:
+            raise
+        sys.path.append(search)
+        try:
+            module = importlib.import_module(name)
+        finally:
+            sys.path.remove(search)
     pm.register(module, name=name)
     pm.check_pending()
     version = getattr(module, "__version__", "")
@@ -97,6 +110,7 @@ KINDS = {
     "aggregator": ("register_aggregators", Aggregator),
     "sink": ("register_sinks", Sink),
     "dead_letter": ("register_dead_letters", DeadLetterDestination),
+    "alert_destination": ("register_alert_destinations", AlertDestination),
 }
 
 

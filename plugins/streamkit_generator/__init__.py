@@ -66,7 +66,7 @@ class Generator(Source):
         self.type_cw = list(itertools.accumulate(float(w) for w in types.values()))
         self.rate = c["rate"]
         self.step = c["time_step"] if c["time_step"] is not None else (1.0 / self.rate if self.rate else 0.001)
-        self.start = c["start_time"]
+        self.start = event_time(c["start_time"])
         self.max_records = c["max_records"]
         self.mean = c["duration_ms_mean"]
         self.malformed = c["malformed_ratio"]

@@ -1,0 +1,91 @@
+"""`streamkit run` as a user runs it: exact --max-events, --set, the summary line, signals."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from streamkit.cli import main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("streamkit ")
+
+
+def test_run_max_events_exact_and_summary(root, capsys):
+    code = main(["run", f"{root}/pipeline.yaml", "--max-events", "4321", "--set", "source.rate=0",
+                 "--set", "sinks.1.every=1h", "--json", "-q"])
+    assert code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    assert summary["records_read"] == 4321
+    assert summary["records_aggregated"] == 4321
+    assert summary["dead_letters"] == 0
+    assert summary["flushes"] >= 1
+    assert summary["stopped_by"] == "max_events"
+
+
+def test_summary_line_text(root, capsys):
+    main(["run", f"{root}/pipeline.yaml", "--max-events", "1000", "--set", "source.rate=0", "-q"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("1,000 records read, 1,000 aggregated, 0 dead letters, ")
+    assert "records/s" in last
+
+
+def test_duration_stops_the_run(root, capsys):
+    t = time.monotonic()
+    assert main(["run", f"{root}/pipeline.yaml", "--duration", "1.5", "--set", "source.rate=500", "--json", "-q"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["stopped_by"] == "duration"
+    assert 500 <= summary["records_read"] <= 1000
+    assert time.monotonic() - t < 10
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly_after_a_final_flush(root, tmp_path, sig):
+    out = tmp_path / "deltas.jsonl"
+    f = tmp_path / "p.yaml"
+    f.write_text(f"""
+source: {{type: generator, rate: 2000}}
+aggregations: [{{name: total, type: count}}]
+sinks: [{{type: jsonl, path: "{out}"}}]
+flush: {{interval: 10s}}
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "streamkit", "run", str(f), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["stopped_by"] == "signal"
+    written = sum(json.loads(line)["count"] for line in out.read_text().splitlines())
+    assert written == summary["records_read"] > 1000  # the final flush wrote everything read
+
+
+def test_progress_line_on_a_terminal(root):
+    """With a terminal on stderr the run shows records, records/s and flushes."""
+    import pty
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "streamkit", "run", f"{root}/pipeline.yaml", "--duration", "2",
+                             "--set", "sinks.1.every=1h"], stdout=subprocess.PIPE, stderr=slave, text=True)
+    proc.communicate(timeout=30)
+    os.close(slave)
+    seen = b""
+    try:
+        while True:
+            chunk = os.read(master, 4096)
+            if not chunk:
+                break
+            seen += chunk
+    except OSError:
+        pass
+    os.close(master)
+    text = seen.decode()
+    assert "rec/s" in text and "flushes" in text and "dead letters" in text
