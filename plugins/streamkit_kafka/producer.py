@@ -1,0 +1,56 @@
+"""A kafka-python producer that makes a set of messages durable before returning.
+
+Both the ``kafka`` sink and the ``kafka`` dead-letter destination send a flush's
+messages, then wait until the broker acknowledged every one (``acks=all``): the
+engine commits source positions only after ``write`` returns, so nothing may
+still sit in a client buffer by then.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .client import KafkaUnavailable, client_config, quiet_kafka_logging, unreachable
+
+COMPRESSION_PACKAGES = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
+
+
+class DurableProducer:
+    def __init__(self, what: str, options: dict, **settings: Any) -> None:
+        quiet_kafka_logging()
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        self.what = what
+        self.options = options
+        compression = settings.get("compression_type")
+        try:
+            self.producer = KafkaProducer(acks="all", **settings, **client_config(options))
+        except KafkaError as exc:
+            raise KafkaUnavailable(unreachable(what, options, exc)) from None
+        except (RuntimeError, ValueError) as exc:
+            if compression in COMPRESSION_PACKAGES:
+                raise KafkaUnavailable(f"{what}: compression {compression!r} needs the Python package "
+                                       f"{COMPRESSION_PACKAGES[compression]}") from None
+            raise
+        self.send = self.producer.send
+
+    def wait(self, futures: list, timeout: float | None = None) -> None:
+        """Block until every message was acknowledged; raise naming the first failure."""
+        from kafka.errors import KafkaTimeoutError
+
+        try:
+            self.producer.flush(timeout=timeout)
+        except KafkaTimeoutError as exc:
+            raise KafkaUnavailable(f"{self.what}: Kafka did not acknowledge {len(futures):,} messages "
+                                   f"in time ({exc})") from None
+        failed = [f for f in futures if f.failed()]
+        if failed:
+            exc = failed[0].exception
+            raise KafkaUnavailable(f"{self.what}: Kafka refused {len(failed):,} of {len(futures):,} "
+                                   f"messages ({type(exc).__name__}: {exc})")
+
+    def close(self) -> None:
+        try:
+            self.producer.flush(timeout=10)
+        finally:
+            self.producer.close(timeout=10)

@@ -1,0 +1,36 @@
+"""No broker at start: one plain line, exit code 1, well within the configured timeout."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("dead_letter", ["log", "kafka"])
+def test_unreachable_broker_fails_fast_with_one_line(tmp_path, dead_letter):
+    port = free_port()  # nothing listens there
+    config = tmp_path / "p.yaml"
+    config.write_text(f"""
+source: {{type: kafka, bootstrap_servers: "127.0.0.1:{port}", topic: nowhere, connect_timeout: 3s}}
+aggregations: [{{name: per_user, type: count, group_by: [user_id]}}]
+sinks: [{{type: discard}}]
+dead_letter: {{type: {dead_letter}}}
+""")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "streamkit", "run", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    where = "source" if dead_letter == "log" else "dead_letter"
+    assert lines[0] == (f"streamkit: error: {where}: no Kafka broker reachable at 127.0.0.1:{port} within 3s "
+                        f"(KafkaTimeoutError: Unable to bootstrap from ['127.0.0.1:{port}'])")
+    assert 2.5 < elapsed < 15, elapsed
+    assert proc.stdout == ""
