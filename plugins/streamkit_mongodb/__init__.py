@@ -124,6 +124,8 @@ class MongoSink(Sink):
         self.pipeline_name = pipeline.name if pipeline is not None else "pipeline"
         self.exact = pipeline is None or pipeline.spec.delivery == "exactly_once"
         self.epochs: dict[str, int] = {}
+        #: ``_id`` s of the documents the last ``write`` created (for observers in ``flushed``)
+        self.upserted: set = set()
         if c["create_indexes"]:
             self._retry("create indexes", self._create_indexes)
 
@@ -227,8 +229,10 @@ class MongoSink(Sink):
         if not ops:
             return
         try:
-            self.coll.bulk_write(ops, ordered=False)
+            result = self.coll.bulk_write(ops, ordered=False)
+            self.upserted.update(result.upserted_ids.values())
         except BulkWriteError as exc:
+            self.upserted.update(u["_id"] for u in exc.details.get("upserted", []))
             other = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
             if other:  # a duplicate key is a lost fenced upsert: already applied
                 raise SinkError(f"{self.context.name}: MongoDB rejected {len(other)} updates: "
@@ -236,6 +240,7 @@ class MongoSink(Sink):
 
     def write(self, flush: Any) -> None:
         now = dt.datetime.now(UTC)
+        self.upserted = set()
         if not self.exact:
             ops = [self._update(d, now, None) for d in flush.deltas()]
             self._retry("bulk write", self._bulk, ops)
