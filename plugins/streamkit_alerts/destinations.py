@@ -74,7 +74,7 @@ class WebhookAlerts(AlertDestination):
 
 
 class KafkaAlerts(AlertDestination):
-    """Produces each alert as a JSON message (key: rule and document) to a Kafka topic."""
+    """Produces each alert as a JSON message (key: the alert id) to a Kafka topic."""
 
     options = {
         "topic": Option(str, help="topic to produce to"),
@@ -88,11 +88,11 @@ class KafkaAlerts(AlertDestination):
         c = self.config
         self.producer: Any = KafkaProducer(
             bootstrap_servers=c["bootstrap_servers"], acks="all",
-            key_serializer=lambda k: k.encode(), value_serializer=lambda v: json.dumps(v, default=str).encode(),
             request_timeout_ms=int(c["timeout"] * 1000), max_block_ms=int(c["timeout"] * 1000))
 
     def send(self, alerts: list[dict]) -> None:
-        futures = [self.producer.send(self.config["topic"], key=a["id"], value=a) for a in alerts]
+        futures = [self.producer.send(self.config["topic"], key=a["id"].encode(),
+                                      value=json.dumps(a, default=str).encode()) for a in alerts]
         self.producer.flush(timeout=self.config["timeout"])
         failed = [f for f in futures if f.failed()]
         if failed:
