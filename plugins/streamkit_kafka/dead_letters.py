@@ -22,7 +22,7 @@ from .source import KafkaSource
 
 
 class KafkaDeadLetters(DeadLetterDestination):
-    """Produces each dead letter's raw record to a topic (default <topic>.dlq) with reason and origin headers."""
+    """Produces each dead letter's raw record to <topic>.dlq, with reason and origin in headers."""
 
     options = {
         **connection_options(bootstrap_default=None),

@@ -49,7 +49,8 @@ class KafkaSink(Sink):
     def open(self) -> None:
         c = self.config
         self.records = c["what"] == "records"
-        self.key_field = c["key_field"] if c["key_field"] is not None else ("user_id" if self.records else None)
+        default_key = "user_id" if self.records else None
+        self.key_field = c["key_field"] if c["key_field"] is not None else default_key
         self.topic = c["topic"]
         self.producer = DurableProducer(
             self.context.name, c,

@@ -1,0 +1,171 @@
+"""The kafka plugin's parts that need no broker: options, the sink's and dead-letter topic's
+messages (through a stand-in producer), and which offsets the source commits."""
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+import pytest
+
+from streamkit import ConfigError, Pipeline
+
+import streamkit_kafka.dead_letters as dead_letters_mod
+import streamkit_kafka.sink as sink_mod
+from streamkit_kafka.source import KafkaSource
+
+# kafka-python 3 loads its protocol schemas with a deprecated importlib call
+pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated. Use files:DeprecationWarning")
+
+
+class FakeProducer:
+    """Stands in for DurableProducer: records what would be sent."""
+
+    sent: list = []
+
+    def __init__(self, what: str, options: dict, **settings) -> None:
+        self.options = options
+        self.settings = settings
+        FakeProducer.sent = []
+
+    def send(self, topic, value=None, key=None, headers=None, partition=None):
+        FakeProducer.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
+        return object()
+
+    def wait(self, futures) -> None:
+        assert len(futures) <= len(FakeProducer.sent)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_producer(monkeypatch):
+    monkeypatch.setattr(sink_mod, "DurableProducer", FakeProducer)
+    monkeypatch.setattr(dead_letters_mod, "DurableProducer", FakeProducer)
+    return FakeProducer
+
+
+def _generator(n: int, **extra) -> dict:
+    return {"type": "generator", "seed": 7, "users": 20, "items": 5, "rate": 0, "max_records": n, **extra}
+
+
+def test_source_options_validate():
+    p = Pipeline.from_dict({"source": {"type": "kafka", "topic": "a", "bootstrap_servers": "h1:9092,h2"},
+                            "aggregations": [{"name": "c", "type": "count"}], "sinks": [{"type": "discard"}]})
+    opts = p.spec.source.options
+    assert opts["topic"] == ["a"] and opts["start"] == "earliest" and opts["connect_timeout"] == 30.0
+    with pytest.raises(ConfigError, match=r"source.start: expected one of earliest, latest"):
+        Pipeline.from_dict({"source": {"type": "kafka", "topic": "a", "start": "beginning"},
+                            "aggregations": [{"name": "c", "type": "count"}], "sinks": [{"type": "discard"}]})
+    with pytest.raises(ConfigError, match=r"source.topic: missing required option"):
+        Pipeline.from_dict({"source": {"type": "kafka"}, "aggregations": [{"name": "c", "type": "count"}],
+                            "sinks": [{"type": "discard"}]})
+
+
+def test_sink_takes_records_only_when_asked():
+    with pytest.raises(ConfigError, match="nothing would be written"):
+        Pipeline.from_dict({"source": _generator(10),
+                            "sinks": [{"type": "kafka", "topic": "t", "what": "aggregates"}]})
+    Pipeline.from_dict({"source": _generator(10), "sinks": [{"type": "kafka", "topic": "t"}]})
+
+
+def test_sink_sends_each_record_keyed_by_user(fake_producer):
+    n = 2500
+    p = Pipeline.from_dict({"source": _generator(n), "sinks": [{"type": "kafka", "topic": "out"}],
+                            "flush": {"max_records": 1000}})
+    r = p.run()
+    assert r.records_read == n
+    spec = p.spec.source
+    expected = spec.cls(spec.options, None).records(0, n)
+    assert [orjson.loads(m["value"]) for m in fake_producer.sent] == expected
+    assert [m["key"] for m in fake_producer.sent] == [e["user_id"].encode() for e in expected]
+    assert {m["topic"] for m in fake_producer.sent} == {"out"}
+
+
+def test_sink_sends_aggregate_deltas(fake_producer):
+    n = 3000
+    p = Pipeline.from_dict({"source": _generator(n),
+                            "aggregations": [{"name": "per_user", "type": "count", "group_by": ["user_id"]}],
+                            "sinks": [{"type": "kafka", "topic": "agg", "what": "aggregates",
+                                       "key_field": "user_id"}],
+                            "flush": {"max_records": 1000}})
+    p.run()
+    spec = p.spec.source
+    truth = Counter(e["user_id"] for e in spec.cls(spec.options, None).records(0, n))
+    got: Counter = Counter()
+    for m in fake_producer.sent:
+        d = orjson.loads(m["value"])
+        assert d["aggregation"] == "per_user" and d["window"] == {"start": None, "end": None}
+        assert m["key"] == d["key"]["user_id"].encode()
+        got[d["key"]["user_id"]] += d["values"]["count"]
+    assert got == truth
+
+
+def test_dead_letters_carry_reason_and_origin(fake_producer):
+    n = 4000
+    p = Pipeline.from_dict({"source": _generator(n, malformed_ratio=0.05),
+                            "aggregations": [{"name": "d", "type": "avg", "field": "duration_ms",
+                                              "group_by": ["user_id"]}],
+                            "sinks": [{"type": "discard"}], "dead_letter": {"type": "kafka"}})
+    r = p.run()
+    assert r.dead_letters == len(fake_producer.sent) > 0
+    spec = p.spec.source
+    records = spec.cls(spec.options, None).records(0, n)
+    for m in fake_producer.sent:
+        h = {k: v.decode() for k, v in m["headers"]}
+        assert m["topic"] == "generator.dlq"  # <topic>.dlq of the record's own partition
+        assert h["source_topic"] == "generator" and h["source_partition"] == "0"
+        assert orjson.loads(m["value"]) == records[int(h["source_offset"])]
+        assert h["reason"]
+
+
+def test_dead_letter_topic_and_brokers_come_from_the_kafka_source(fake_producer):
+    p = Pipeline.from_dict({"source": {"type": "kafka", "topic": "t", "bootstrap_servers": "b1:9093",
+                                       "dead_letter_topic": "t-bad", "sasl_mechanism": "PLAIN"},
+                            "aggregations": [{"name": "c", "type": "count"}], "sinks": [{"type": "discard"}],
+                            "dead_letter": {"type": "kafka"}})
+    from streamkit import Context, DeadLetter
+    dl = p.spec.dead_letter.cls(p.spec.dead_letter.options, Context(p, "dead_letter"))
+    dl.open()
+    assert dl.producer.options["bootstrap_servers"] == ["b1:9093"]
+    assert dl.producer.options["sasl_mechanism"] == "PLAIN"
+    dl.write([DeadLetter("t/1", 17, "invalid JSON: x", None), DeadLetter("t/0", 3, "missing field", b"{}")])
+    first, second = fake_producer.sent
+    assert first["topic"] == second["topic"] == "t-bad"
+    assert first["value"] is None and first["key"] == b""  # Kafka needs a key or a value
+    assert dict(first["headers"]) == {"reason": b"invalid JSON: x", "source_topic": b"t",
+                                      "source_partition": b"1", "source_offset": b"17"}
+    assert second["value"] == b"{}" and second["key"] is None
+
+
+class FakeConsumer:
+    def __init__(self, assigned, fail: bool = False) -> None:
+        self.assigned = set(assigned)
+        self.fail = fail
+        self.commits: list = []
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def commit(self, offsets):
+        from kafka.errors import CommitFailedError
+        if self.fail:
+            raise CommitFailedError("rebalanced")
+        self.commits.append({(tp.topic, tp.partition): o.offset for tp, o in offsets.items()})
+
+
+def test_commit_sends_exactly_the_positions_of_owned_partitions():
+    from kafka import TopicPartition
+    from streamkit import Context
+
+    src = KafkaSource({"topic": ["t"], "group_id": "g"}, Context(None, "source"))
+    tps = [TopicPartition("t", i) for i in range(3)]
+    for tp in tps:
+        src._name(tp)
+    src.consumer = FakeConsumer(tps[:2], fail=True)
+    src.commit({"t/0": 10, "t/1": 20, "t/2": 30})  # t/2 is not ours; the commit fails
+    assert src._unsent == {"t/0": 10, "t/1": 20}
+    src.consumer.fail = False
+    src.commit({"t/1": 25})  # the failed positions go with the next commit
+    assert src.consumer.commits == [{("t", 0): 10, ("t", 1): 25}]
+    assert src._unsent == {}
