@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import itertools
 import logging
 import os
 import socket
@@ -29,6 +30,9 @@ UTC = dt.timezone.utc
 STATUS_COLLECTION = "streamkit_status"
 ADDITIVE = ("count", "sum")
 HEARTBEAT = 5.0  # seconds between status updates when no flush happens (an idle source)
+
+
+_runs = itertools.count(1)
 
 
 def counter_id(collection: str, aggregation: str) -> str:
@@ -79,7 +83,8 @@ class StatusWriter:
         self.metas = [AggMeta.from_spec(a) for a in pipeline.aggregations]
         self.additive = {m.name: [f for f in ADDITIVE if f in m.fields] for m in self.metas}
         host = socket.gethostname()
-        self.id = f"process|{pipeline.name}|{host}|{os.getpid()}"
+        # one document per run: a process may run several pipelines, even of one name (library use)
+        self.id = f"process|{pipeline.name}|{host}|{os.getpid()}|{next(_runs)}"
         self.base = {"kind": "process", "pipeline": pipeline.name, "collection": self.collection,
                      "database": sink.config["database"], "host": host, "pid": os.getpid(),
                      "source": pipeline.spec.source.type, "flush_interval": pipeline.spec.flush_interval,

@@ -132,7 +132,8 @@ class DashboardStore:
 
     # -- counters -------------------------------------------------------------------------
     def counters(self) -> dict[str, dict]:
-        docs = self.status.find({"kind": "counter", "collection": self.collection}).limit(MAX_AGGREGATIONS)
+        docs = self.status.find({"kind": "counter", "collection": self.collection}).limit(MAX_AGGREGATIONS) \
+            .batch_size(MAX_AGGREGATIONS)
         return {d["aggregation"]: d for d in docs}
 
     def totals(self, meta: AggMeta, counters: dict[str, dict]) -> dict:
@@ -155,7 +156,7 @@ class DashboardStore:
         if meta.windowed:
             filt["window.start"] = start
         proj = {"key": 1, **{f: 1 for f in meta.fields}}
-        return list(self.coll.find(filt, proj).sort(fld, 1 if ascending else -1).limit(limit))
+        return list(self.coll.find(filt, proj).sort(fld, 1 if ascending else -1).limit(limit).batch_size(limit))
 
     def _latest_start(self, meta: AggMeta, before: dt.datetime | None = None,
                       after: dt.datetime | None = None) -> dt.datetime | None:
@@ -235,7 +236,7 @@ class DashboardStore:
         first = last - (SERIES_WINDOWS - 1) * step if step else last
         docs = list(self.coll.find({"aggregation": meta.name, "window.start": {"$gte": _date(first)}},
                                    {"key": 1, "window": 1, "count": 1})
-                    .sort("window.start", -1).limit(SERIES_MAX_DOCS))
+                    .sort("window.start", -1).limit(SERIES_MAX_DOCS).batch_size(SERIES_MAX_DOCS))
         if not step:
             step = 1.0
         present = [epoch(d["window"]["start"]) for d in docs]
@@ -290,7 +291,7 @@ class DashboardStore:
 
     def recent_alerts(self, limit: int = 10) -> dict:
         docs = list(self.alerts.find({"collection": self.collection}, {"_id": 0})
-                    .sort("fired_at", -1).limit(limit))
+                    .sort("fired_at", -1).limit(limit).batch_size(limit))
         total = self.alerts.count_documents({"collection": self.collection})
         return {"total": total, "recent": [_alert_json(d) for d in docs]}
 

@@ -4,7 +4,11 @@
 
 (function () {
   const REFRESH_MS = Math.max(200, parseInt(document.body.dataset.refreshMs, 10) || 2000);
-  const TOKEN = new URLSearchParams(location.search).get("token");
+  const PARAMS = new URLSearchParams(location.search);
+  const TOKEN = PARAMS.get("token");
+  // ?live=poll skips server-sent events (for proxies that buffer them, and for headless
+  // browsers whose virtual clock waits for open connections)
+  const POLL_ONLY = PARAMS.get("live") === "poll";
   const SVG_NS = "http://www.w3.org/2000/svg";
   const COLORS = ["#4cc2ff", "#3ecf8e", "#f5b945", "#ff6b6b", "#b18cff", "#ff9f5a", "#5ee0d6", "#e86fb5",
                   "#9fd356", "#8aa4ff"];
@@ -101,22 +105,22 @@
     lastSummary = s;
     const users = s.users, items = s.items, h = s.health;
     setText("kpi-total", num(s.total_interactions));
-    $("kpi-total-sub").textContent = users ? "from " + users.aggregation : (items ? "from " + items.aggregation : "");
+    $("kpi-total-sub").textContent = s.total_interactions === null ? "" : "all-time";
     setText("kpi-users", num(s.distinct_users));
-    $("kpi-users-sub").textContent = users ? "keys of " + users.aggregation : "";
+    $("kpi-users-sub").textContent = users ? "by " + users.field : "";
     setText("kpi-avg", num(s.average_per_user, nf2));
-    $("kpi-avg-sub").textContent = users && users.distinct ? "per " + users.field : "";
+    $("kpi-avg-sub").textContent = users && users.distinct ? "interactions" : "";
     const most = s.most_interacted_item, fewest = s.fewest_interacted_item;
     setText("kpi-most", most ? keyText(most.key) : null);
-    $("kpi-most-sub").textContent = most ? num(most.count) + " interactions" : "";
+    $("kpi-most-sub").textContent = most ? items.field + " · " + num(most.count) : "";
     setText("kpi-fewest", fewest ? keyText(fewest.key) : null);
-    $("kpi-fewest-sub").textContent = fewest ? num(fewest.count) + " interactions" : "";
+    $("kpi-fewest-sub").textContent = fewest ? items.field + " · " + num(fewest.count) : "";
     setText("kpi-rate", num(h.records_per_second, nf1));
-    $("kpi-rate-sub").textContent = h.running + " running process" + (h.running === 1 ? "" : "es");
+    $("kpi-rate-sub").textContent = h.running + (h.running === 1 ? " process" : " processes") + " running";
     setText("kpi-dead", num(h.dead_letters));
     $("kpi-dead-sub").textContent = h.records_read ? nf2.format(100 * h.dead_letters / h.records_read) + "% of records" : "";
     setText("kpi-lag", h.lag === null || h.lag === undefined ? "n/a" : num(h.lag));
-    $("kpi-lag-sub").textContent = h.lag === null || h.lag === undefined ? "source reports no lag" : "records behind";
+    $("kpi-lag-sub").textContent = h.lag === null || h.lag === undefined ? "not reported" : "records behind";
     renderMissing(s.missing || []);
     renderBars("top-users", "top-users-sub", users, users ? users.top : []);
     renderBars("top-items", "top-items-sub", items, items ? items.top : []);
@@ -195,7 +199,8 @@
     }
     const every = Math.max(1, Math.ceil(n / 8));
     for (let i = 0; i < n; i += every) {
-      const lab = svg("text", {x: x(i), y: H - 8, "text-anchor": "middle"});
+      const anchor = i === 0 ? "start" : (i + every >= n ? "end" : "middle");  // keep the ends inside
+      const lab = svg("text", {x: x(i), y: H - 8, "text-anchor": n === 1 ? "middle" : anchor});
       lab.textContent = new Date(t.windows[i]).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", hour12: false});
       root.appendChild(lab);
     }
@@ -259,7 +264,9 @@
       tr.appendChild(el("td", "num", num(p.records_per_second, nf1)));
       tr.appendChild(el("td", "num", num(p.dead_letters)));
       tr.appendChild(el("td", "num", num(p.flushes)));
-      tr.appendChild(el("td", null, p.last_flush ? when(p.last_flush) + " (" + ago(p.last_flush_age) + ")" : "never"));
+      const flushed = el("td", null, p.last_flush ? ago(p.last_flush_age) : "never");
+      if (p.last_flush) flushed.title = p.last_flush;
+      tr.appendChild(flushed);
       const lagCell = el("td", "num", p.lag_total === null || p.lag_total === undefined ? "n/a" : num(p.lag_total));
       if (p.lag && p.lag.length) lagCell.title = p.lag.map(function (l) { return l.partition + ": " + l.lag; }).join("\n");
       tr.appendChild(lagCell);
@@ -426,9 +433,15 @@
     $("conn").textContent = text;
   }
 
+  function counted(transport) {
+    const key = transport === "sse" ? "updatesSse" : "updatesPoll";
+    document.body.dataset[key] = String((parseInt(document.body.dataset[key], 10) || 0) + 1);
+  }
+
   async function poll() {
     try {
       renderSummary(await api("api/summary"));
+      counted("poll");
       if (!source) setConn("poll", "live (polling every " + nf1.format(REFRESH_MS / 1000) + "s)");
     } catch (e) {
       setConn("down", "offline");
@@ -438,11 +451,11 @@
 
   function startPolling() {
     if (pollTimer === null) pollTimer = setInterval(poll, REFRESH_MS);
-    setTimeout(trySse, 30000);
+    if (!POLL_ONLY) setTimeout(trySse, 30000);
   }
 
   function trySse() {
-    if (!window.EventSource) { startPolling(); return; }
+    if (!window.EventSource || POLL_ONLY) { startPolling(); return; }
     if (source) return;
     let got = false;
     source = new EventSource(withToken("api/events"));
@@ -451,7 +464,7 @@
       failures = 0;
       if (pollTimer !== null) { clearInterval(pollTimer); pollTimer = null; }
       setConn("live", "live");
-      try { renderSummary(JSON.parse(ev.data)); } catch (e) { showError("Bad update: " + e.message); }
+      try { renderSummary(JSON.parse(ev.data)); counted("sse"); } catch (e) { showError("Bad update: " + e.message); }
     });
     source.onerror = function () {
       failures += 1;

@@ -1,0 +1,228 @@
+"""The dashboard page in a real browser (headless Chromium) against a running ``streamkit run``.
+
+Checks that the page shows numbers that change between two loads, that stream
+values made to look like markup are shown as text (no element is injected),
+that server-sent events update the page, and saves a screenshot to
+``test-output/dashboard.png`` (or ``$STREAMKIT_TEST_OUTPUT``).
+"""
+from __future__ import annotations
+
+import html.parser
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+OUTPUT = os.environ.get("STREAMKIT_TEST_OUTPUT") or os.path.join(ROOT, "test-output")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+XSS = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>']
+
+
+def records() -> list[dict]:
+    users = [f"u{k:02d}" for k in range(1, 31) for _ in range(k)] + [XSS[0]] * 40 + [XSS[1]] * 35
+    items = [f"i{k:02d}" for k in range(1, 32) for _ in range(k)] + ["i-top"] * 44
+    rng = random.Random(11)
+    rng.shuffle(users)
+    rng.shuffle(items)
+    types = rng.choices(["view", "click", "like", "share", "purchase"], [50, 30, 10, 5, 5], k=len(users))
+    return [{"user_id": u, "item_id": i, "interaction_type": t, "duration_ms": rng.randint(20, 900)}
+            for u, i, t in zip(users, items, types)]
+
+
+def pipeline_file(tmp: str, port: int) -> str:
+    cfg = {
+        "name": "browser-check",
+        "plugins": ["streamkit_testsource"],
+        # 300 records/s whose event time advances 0.2s each: a one-minute window fills every second
+        "source": {"type": "records", "records": records(), "cycle": True, "rate": 300, "batch_size": 30,
+                   "time_step": 0.2},
+        "aggregations": [
+            {"name": "interactions_per_user", "type": "count", "group_by": ["user_id"]},
+            {"name": "interactions_per_item", "type": "count", "group_by": ["item_id"]},
+            {"name": "duration_per_item", "type": "avg", "field": "duration_ms", "group_by": ["item_id"]},
+            {"name": "interactions_per_type", "type": "count", "group_by": ["interaction_type"], "window": "1m"},
+            {"name": "longest_interaction_per_type", "type": "max", "field": "duration_ms",
+             "group_by": ["interaction_type"]},
+        ],
+        "sinks": [{"type": "mongodb", "uri": "mongomock://", "database": "interaction_db",
+                   "collection": "aggregations"}],
+        "flush": {"interval": "0.5s"},
+        "alerts": {"rules": [{"name": "hot item", "aggregation": "interactions_per_item", "above": 200}]},
+        "dashboard": {"port": port, "refresh": "1s"},
+    }
+    path = os.path.join(tmp, "browser.yaml")
+    with open(path, "w") as f:
+        json.dump(cfg, f)  # JSON is YAML
+    return path
+
+
+class Node:
+    def __init__(self, tag: str, attrs: dict, parent: "Node | None") -> None:
+        self.tag, self.attrs, self.parent, self.children = tag, attrs, parent, []
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def walk(self):
+        yield self
+        for c in self.children:
+            if isinstance(c, Node):
+                yield from c.walk()
+
+    def by_id(self, ident: str) -> "Node":
+        return next(n for n in self.walk() if n.attrs.get("id") == ident)
+
+    def by_class(self, cls: str) -> list["Node"]:
+        return [n for n in self.walk() if cls in (n.attrs.get("class") or "").split()]
+
+
+VOID = {"meta", "link", "img", "br", "input", "hr", "source", "area", "base", "col", "embed", "wbr"}
+
+
+class Tree(html.parser.HTMLParser):
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#document", {}, None)
+        self.at = self.root
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, dict(attrs), self.at)
+        self.at.children.append(node)
+        if tag not in VOID:
+            self.at = node
+
+    def handle_endtag(self, tag):
+        n = self.at
+        while n is not None and n.tag != tag:
+            n = n.parent
+        if n is not None and n.parent is not None:
+            self.at = n.parent
+
+    def handle_data(self, data):
+        self.at.children.append(data)
+
+
+def chromium(url: str, *extra: str, profile: str, popen: bool = False):
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--virtual-time-budget=5000", *extra, url]
+    if popen:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=90)
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    if not CHROMIUM:
+        pytest.skip("chromium is not on PATH; install it with: apt-get install chromium")
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "streamkit", "run", pipeline_file(str(tmp_path), port),
+                             "--quiet", "--duration", "120"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                with urllib.request.urlopen(url + "api/summary", timeout=2) as r:
+                    if (json.loads(r.read())["total_interactions"] or 0) > 600:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the pipeline's dashboard did not come up"
+            time.sleep(0.2)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+
+
+def test_dashboard_in_a_real_browser(pipeline, tmp_path):
+    proc, url = pipeline
+    os.makedirs(OUTPUT, exist_ok=True)
+    profile = str(tmp_path / "profile")
+
+    # two loads a little apart: numbers are there, and they moved
+    first = chromium(url + "?live=poll", "--dump-dom", profile=profile)
+    time.sleep(1.5)
+    second = chromium(url + "?live=poll", "--dump-dom", profile=profile)
+    for i, dump in enumerate((first, second), 1):
+        with open(os.path.join(OUTPUT, f"dashboard-dom-{i}.html"), "w") as f:
+            f.write(dump.stdout)
+    a, b = Tree(first.stdout).root, Tree(second.stdout).root
+    totals = [number(t.by_id("kpi-total").text()) for t in (a, b)]
+    assert 600 < totals[0] < totals[1]
+    for t in (a, b):
+        assert t.by_id("kpi-users").text() == "32"
+        assert t.by_id("kpi-most").text() == "i-top"
+        assert t.by_id("kpi-fewest").text() == "i01"
+        assert number(t.by_id("kpi-rate").text()) > 0
+        assert t.by_id("conn").text().startswith("live")
+        assert t.by_id("title").text() == "browser-check"
+        assert "hidden" in t.by_id("error").attrs  # no error banner
+        assert len(t.by_id("legend").children) == 5  # one line per interaction type
+        assert len([n for n in t.by_id("chart").walk() if n.tag == "polyline"]) == 5
+
+    # the markup-like user ids are text, in the top list and in the aggregation table
+    top = [n.text() for n in a.by_id("top-users").by_class("text")]
+    assert top[:2] == XSS
+    cells = [n.text() for n in a.by_id("aggregations").walk() if n.tag == "td"]
+    assert XSS[0] in cells and XSS[1] in cells
+    for t in (a, b):
+        tags = [n for n in t.walk() if isinstance(n, Node)]
+        assert not [n for n in tags if n.tag == "img"]
+        assert [n.attrs.get("src") for n in tags if n.tag == "script"] == ["static/dashboard.js"]
+        assert not [(n.tag, k) for n in tags for k in n.attrs if k.startswith("on")]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in first.stdout
+
+    # a screenshot to look at
+    shot = os.path.join(OUTPUT, "dashboard.png")
+    if os.path.exists(shot):
+        os.remove(shot)
+    chromium(url + "?live=poll", f"--screenshot={shot}", "--window-size=1400,1000", profile=profile)
+    with open(shot, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (1400, 1000)
+
+    # server-sent events: the page updates over one open stream while the pipeline runs;
+    # the browser's virtual clock waits for that stream, so the dump comes once the pipeline stops
+    live = chromium(url, "--dump-dom", profile=profile, popen=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    dom, _ = live.communicate(timeout=60)
+    body = next(n for n in Tree(dom).root.walk() if n.tag == "body")
+    assert int(body.attrs.get("data-updates-sse", "0")) >= 2
+    assert number(Tree(dom).root.by_id("kpi-total").text()) > totals[1]
