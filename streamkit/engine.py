@@ -89,9 +89,9 @@ class Engine:
         self.progress = progress
         self.result = RunResult()
         self.parts: dict[str, PartitionDelta] = {}
-        self.records: list = []
+        self.records: list = []   # (partition, records) in arrival order, for sinks that take records
         self.dead: list = []
-        self.pending = 0          # records since the last flush
+        self.pending = 0          # records since the last flush (not counting held-back replays)
         self.seq = 0
         self.inflight = 0
         self.boundaries: dict[str, int] = {}  # partition -> position a flush must end at (replay)
@@ -108,7 +108,16 @@ class Engine:
 
     # -- source hooks -------------------------------------------------------------------
     def assigned(self, partitions: list[str]) -> dict[str, int]:
-        """Resume positions from the sinks that store them (the lowest wins)."""
+        """Resume positions from the sinks that store them (the lowest wins).
+
+        The flush in flight is awaited first, so it is not written under the owner epoch the
+        sinks take now; and whatever is still buffered for these partitions is dropped, as
+        they are read again from the resume position (a partition this process lost without
+        a revocation and gets back would otherwise merge its stale buffer on top)."""
+        self.drain(wait_all=True)
+        for p in partitions:
+            self.boundaries.pop(p, None)
+            self._drop(p)
         resume: dict[str, int] = {}
         for sink in self.sinks:
             for p, pos in (sink.positions(partitions) or {}).items():
@@ -120,6 +129,9 @@ class Engine:
 
     def revoking(self, partitions: list[str]) -> None:
         """Flush and commit before partitions move to another process."""
+        for p in partitions:  # an unfinished replay is left to the next owner, which replays it whole
+            if self.boundaries.pop(p, None) is not None:
+                self._drop(p)
         self.flush()
         self.drain(wait_all=True)
 
@@ -166,6 +178,8 @@ class Engine:
                     self.progress.update(self.result.records_read, self.result.dead_letters, self.result.flushes)
             self.flush()
             self.drain(wait_all=True)
+            for p in self.parts:  # held back: the stored intent makes the next start replay it
+                log.info("%s: stopped while replaying an interrupted flush; the next start replays it", p)
         finally:
             self.writer.todo.put(_STOP)
             self.result.elapsed = time.monotonic() - started
@@ -187,16 +201,16 @@ class Engine:
             if head < n:
                 if head:
                     self._aggregate(_head(batch, head))
+                del self.boundaries[batch.partition]
                 self.flush()  # the replayed flush ends exactly where the interrupted one did
                 self.drain(wait_all=True)
-                del self.boundaries[batch.partition]
                 self.process(_tail(batch, head))
                 return
             if batch.next >= until:
                 self._aggregate(batch)
+                del self.boundaries[batch.partition]
                 self.flush()
                 self.drain(wait_all=True)
-                del self.boundaries[batch.partition]
                 return
         self._aggregate(batch)
 
@@ -215,26 +229,45 @@ class Engine:
         part.next = batch.next
         part.records += n
         if self.keep_records:
-            self.records.extend(cols.records)
+            self.records.append((batch.partition, cols.records))
         if cols.dead:
             self.dead.extend(cols.dead)
-        self.pending += n
+        if batch.partition not in self.boundaries:
+            self.pending += n
         self.result.records_read += n
         self.result.records_aggregated += good
         self.result.dead_letters += len(cols.dead)
 
     def flush(self) -> None:
-        """Hand everything since the last flush to the writer (waits if one is already in flight)."""
-        if not self.parts:
+        """Hand everything since the last flush to the writer (waits if one is already in flight).
+
+        A partition replaying an interrupted flush is held back until it reaches that flush's
+        end: the replay is written whole, with the same boundaries, or not at all. Written in
+        pieces, its first piece would replace the stored intent and the end of the interrupted
+        flush would be forgotten, so a crash after that piece could merge records twice."""
+        held = {p: part for p, part in self.parts.items() if p in self.boundaries}
+        parts = {p: part for p, part in self.parts.items() if p not in held}
+        if not parts:
             return
         while self.inflight >= 1:
             self.drain(block=True)
+        records = [r for p, chunk in self.records if p not in held for r in chunk]
+        dead = [d for d in self.dead if d.partition not in held]
         self.seq += 1
-        flush = Flush(self.seq, self.parts, self.aggs, self.records if self.keep_records else None,
-                      self.dead, created_at=time.time())
-        self.parts, self.records, self.dead, self.pending = {}, [], [], 0
+        flush = Flush(self.seq, parts, self.aggs, records if self.keep_records else None,
+                      dead, created_at=time.time())
+        self.parts = held
+        self.records = [c for c in self.records if c[0] in held]
+        self.dead = [d for d in self.dead if d.partition in held]
+        self.pending = 0
         self.inflight += 1
         self.writer.todo.put(flush)
+
+    def _drop(self, partition: str) -> None:
+        """Forget what was read from a partition since its last flush (it will be read again)."""
+        self.parts.pop(partition, None)
+        self.records = [c for c in self.records if c[0] != partition]
+        self.dead = [d for d in self.dead if d.partition != partition]
 
     def drain(self, block: bool = False, wait_all: bool = False) -> None:
         """Commit the positions of every flush the writer has finished."""

@@ -217,7 +217,9 @@ class MongoSink(Sink):
         if fence is not None:
             field, end = fence
             path = f"_fence.{field}"
-            filt["$or"] = [{path: {"$lt": end}}, {path: {"$exists": False}}]
+            # "not >= end" also matches a missing fence; unlike an $or of $lt and $exists it
+            # keeps the lookup on the _id index in every server (SecantusDB scans otherwise)
+            filt[path] = {"$not": {"$gte": end}}
             stage[path] = {"$literal": end}
         pipeline = [{"$set": stage}]
         fin = agg.mongo_finalize()
@@ -226,17 +228,25 @@ class MongoSink(Sink):
         return UpdateOne(filt, pipeline, upsert=True)
 
     def _bulk(self, ops: list) -> None:
-        if not ops:
-            return
-        try:
-            result = self.coll.bulk_write(ops, ordered=False)
-            self.upserted.update(result.upserted_ids.values())
-        except BulkWriteError as exc:
-            self.upserted.update(u["_id"] for u in exc.details.get("upserted", []))
-            other = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-            if other:  # a duplicate key is a lost fenced upsert: already applied
-                raise SinkError(f"{self.context.name}: MongoDB rejected {len(other)} updates: "
-                                f"{other[0].get('errmsg')}") from None
+        # A duplicate key on a fenced upsert means the document exists with its fence not behind:
+        # already applied. But it is also what the loser gets when two writers (two partitions,
+        # two processes) create the same new document at once, having merged nothing. So those
+        # operations are tried once more, when the document surely exists.
+        for _ in range(2):
+            if not ops:
+                return
+            try:
+                result = self.coll.bulk_write(ops, ordered=False)
+                self.upserted.update(result.upserted_ids.values())
+                return
+            except BulkWriteError as exc:
+                self.upserted.update(u["_id"] for u in exc.details.get("upserted", []))
+                errors = exc.details.get("writeErrors", [])
+                other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+                if other:
+                    raise SinkError(f"{self.context.name}: MongoDB rejected {len(other)} updates: "
+                                    f"{other[0].get('errmsg')}") from None
+                ops = [ops[e["index"]] for e in errors]
 
     def write(self, flush: Any) -> None:
         now = dt.datetime.now(UTC)
