@@ -19,7 +19,7 @@ def test_version(capsys):
 
 
 def test_run_max_events_exact_and_summary(root, capsys):
-    code = main(["run", f"{root}/pipeline.yaml", "--max-events", "4321", "--set", "source.rate=0",
+    code = main(["run", f"{root}/pipeline.yaml", "--max-events", "4321", "--set", "source.rate=0", "--set", "dashboard.port=0",
                  "--set", "sinks.1.every=1h", "--json", "-q"])
     assert code == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -32,7 +32,7 @@ def test_run_max_events_exact_and_summary(root, capsys):
 
 
 def test_summary_line_text(root, capsys):
-    main(["run", f"{root}/pipeline.yaml", "--max-events", "1000", "--set", "source.rate=0", "-q"])
+    main(["run", f"{root}/pipeline.yaml", "--max-events", "1000", "--set", "source.rate=0", "--set", "dashboard.port=0", "-q"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("1,000 records read, 1,000 aggregated, 0 dead letters, ")
     assert "records/s" in last
@@ -40,7 +40,7 @@ def test_summary_line_text(root, capsys):
 
 def test_duration_stops_the_run(root, capsys):
     t = time.monotonic()
-    assert main(["run", f"{root}/pipeline.yaml", "--duration", "1.5", "--set", "source.rate=500", "--json", "-q"]) == 0
+    assert main(["run", f"{root}/pipeline.yaml", "--duration", "1.5", "--set", "source.rate=500", "--set", "dashboard.port=0", "--json", "-q"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["stopped_by"] == "duration"
     assert 500 <= summary["records_read"] <= 1000
@@ -74,7 +74,7 @@ def test_progress_line_on_a_terminal(root):
     import pty
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "streamkit", "run", f"{root}/pipeline.yaml", "--duration", "2",
-                             "--set", "sinks.1.every=1h"], stdout=subprocess.PIPE, stderr=slave, text=True)
+                             "--set", "sinks.1.every=1h", "--set", "dashboard.port=0"], stdout=subprocess.PIPE, stderr=slave, text=True)
     proc.communicate(timeout=30)
     os.close(slave)
     seen = b""
