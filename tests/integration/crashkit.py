@@ -124,7 +124,8 @@ class PrivateKafka:
 
     def services(self, command: str) -> None:
         script = Path(__file__).resolve().parents[2] / "scripts" / "services"
-        done = subprocess.run([str(script), command], env=self.env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run([str(script), command], env=self.env, capture_output=True, text=True,
+                              timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"scripts/services {command} failed:\n{done.stderr}")
 
@@ -165,12 +166,13 @@ class Run:
     """One ``streamkit run FILE`` subprocess, its output kept in a file."""
 
     def __init__(self, yaml_file: Path, log_file: Path, extra: list[str] | None = None,
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, verbose: bool = False) -> None:
         self.log_file = log_file
         self.out = open(log_file, "ab")
         self.out.write(f"--- start {time.strftime('%H:%M:%S')}\n".encode())
         self.out.flush()
-        cmd = [sys.executable, __file__, "run", str(yaml_file), "-q", *(extra or [])]
+        cmd = [sys.executable, __file__, *(["-v"] if verbose else []), "run", str(yaml_file), "-q",
+               *(extra or [])]
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
         self.started = time.monotonic()
@@ -254,7 +256,7 @@ def kill_loop(start: Callable[[], Run], rng: random.Random, kills: int, low: flo
             time.sleep(0.01)
         if not run.alive():
             code = run.proc.wait()
-            events.append(f"start {i + 1}: finished by itself with exit {code} before the kill at {delay:.2f}s")
+            events.append(f"start {i + 1}: finished by itself (exit {code}) before the kill at {delay:.2f}s")
             assert code == 0, f"streamkit run failed (exit {code}):\n{run.tail()}"
             return events
         run.kill9()

@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 from conftest import Kafka, unique
-from crashkit import (consumed, diff, generator_records, kafka_source, make_events, mongo_server,  # noqa: F401
-                      offsets_state, pipeline, private_kafka, runs, seed_for, stored, truth, wait_for,
-                      write_yaml)
+from crashkit import (consumed, diff, generator_records, kafka_source, make_events,  # noqa: F401
+                      mongo_server, offsets_state, pipeline, private_kafka, runs, seed_for, stored,
+                      truth, wait_for, write_yaml)
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ def test_sigterm_is_graceful_and_exact(mongo_server, runs, tmp_path):
         code = run.wait(15)
         took = time.monotonic() - t
         position, intent, _ = offsets_state(db, name)["generator/0"]
-        notes.append(f"SIGTERM {i + 1}: exit {code} after {took:.2f}s at position {position}, intent {intent}")
+        notes.append(f"SIGTERM {i + 1}: exit {code} after {took:.2f}s at {position}, intent {intent}")
         assert code == 0, run.tail()
         assert took < 5, f"seed {seed}: stopping took {took:.1f}s\n" + "\n".join(notes)
         assert intent is None, notes
@@ -98,7 +98,7 @@ def test_mongodb_stopped_and_started_mid_run(mongo_server, runs, tmp_path):
              or not run.alive(), 60)
     mongo_server.stop()
     run.kill9()
-    notes.append(f"server stopped, streamkit killed -9")
+    notes.append("server stopped, streamkit killed -9")
     mongo_server.start()
     run = runs.start(config, "streamkit")
     code = run.wait(60)

@@ -47,8 +47,9 @@ def test_kill9_kafka_exact(kafka, mongo_server, runs, tmp_path):  # noqa: F811
     ends = produce(kafka, topic, events, rng)
     name, database = unique("crash"), unique("crash")
     source = kafka_source(kafka.bootstrap, topic, unique("g"))
-    config = write_yaml(tmp_path / "pipeline.yaml", pipeline(name, source, mongo_server.uri, database, AGGREGATIONS,
-                                                             {"max_records": 1000, "interval": "0.5s"}))
+    config = write_yaml(tmp_path / "pipeline.yaml",
+                        pipeline(name, source, mongo_server.uri, database, AGGREGATIONS,
+                                 {"max_records": 1000, "interval": "0.5s"}))
     client = mongo_server.client()
     db = client[database]
     env = {"CRASHKIT_GROUP_INSTANCE_ID": "crash-0"}  # a restart takes the killed member's place at once
@@ -64,6 +65,7 @@ def test_kill9_kafka_exact(kafka, mongo_server, runs, tmp_path):  # noqa: F811
     notes = kill_loop(lambda: runs.start(config, "streamkit", env=env), rng, kills=5, low=0.2, high=2.5,
                       after_kill=lambda: f"offsets {offsets_state(db, name)}", until_killed=True, ready=ready)
     last = runs.start(config, "streamkit", env=env)
+    wait_for("the last start to take the partitions", lambda: ready() or not last.alive(), 60)
     wait_for("the topic to be consumed", lambda: consumed(db, name, topic, ends) or not last.alive(), 120)
     last.terminate()
     code = last.wait(30)
