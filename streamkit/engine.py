@@ -159,6 +159,8 @@ class Engine:
                     stopped_by = "duration"
                     break
                 timeout = max(0.0, min(0.2, last_flush + interval - now))
+                if self.inflight and timeout == 0.0:
+                    timeout = 0.05  # a flush is due but waits for the writer: don't spin
                 batches = self.source.poll(timeout)
                 if batches is None:
                     stopped_by = "source_finished"
@@ -169,9 +171,15 @@ class Engine:
                         break
                 self.drain()
                 now = time.monotonic()
-                if self.pending >= max_records or (now - last_flush >= interval and self.parts):
+                if self.pending >= max_records:  # a size-triggered flush keeps its exact boundary
                     self.flush()
                     last_flush = now
+                elif now - last_flush >= interval and self.parts:
+                    # Time is up but the writer is still busy: keep reading instead of waiting, and
+                    # flush as soon as it is free. The deltas grow with distinct keys, not records.
+                    if not self.inflight:
+                        self.flush()
+                        last_flush = now
                 elif now - last_flush >= interval:
                     last_flush = now
                 if self.progress is not None:
