@@ -169,3 +169,16 @@ def test_commit_sends_exactly_the_positions_of_owned_partitions():
     src.commit({"t/1": 25})  # the failed positions go with the next commit
     assert src.consumer.commits == [{("t", 0): 10, ("t", 1): 25}]
     assert src._unsent == {}
+
+
+def test_unreachable_broker_is_one_error_and_leaves_no_thread():
+    import threading
+
+    from streamkit import SourceUnavailable
+
+    p = Pipeline.from_dict({"source": {"type": "kafka", "topic": "t", "bootstrap_servers": "127.0.0.1:1",
+                                       "connect_timeout": "1s"},
+                            "aggregations": [{"name": "c", "type": "count"}], "sinks": [{"type": "discard"}]})
+    with pytest.raises(SourceUnavailable, match=r"^source: no Kafka broker reachable at 127.0.0.1:1 within 1s"):
+        p.run()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("kafka-io")]

@@ -55,6 +55,28 @@ def client_config(options: dict) -> dict:
     return cfg
 
 
+def construct(cls: Any, **config: Any) -> Any:
+    """``cls(**config)`` for a kafka-python client; if it fails (no broker within the timeout),
+    its network client is closed too: otherwise its IO thread would outlive the failed call."""
+    made: list = []
+    base = cls.DEFAULT_CONFIG["kafka_client"]
+
+    def factory(**kwargs: Any) -> Any:
+        client = base(**kwargs)
+        made.append(client)
+        return client
+
+    try:
+        return cls(kafka_client=factory, **config)
+    except BaseException:
+        for client in made:
+            try:
+                client.close()
+            except Exception:  # already failing; the first error is the one to report
+                pass
+        raise
+
+
 def partition_name(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .client import KafkaUnavailable, client_config, quiet_kafka_logging, unreachable
+from .client import KafkaUnavailable, client_config, construct, quiet_kafka_logging, unreachable
 
 COMPRESSION_PACKAGES = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
 
@@ -24,7 +24,7 @@ class DurableProducer:
         self.options = options
         compression = settings.get("compression_type")
         try:
-            self.producer = KafkaProducer(acks="all", **settings, **client_config(options))
+            self.producer = construct(KafkaProducer, acks="all", **settings, **client_config(options))
         except KafkaError as exc:
             raise KafkaUnavailable(unreachable(what, options, exc)) from None
         except (RuntimeError, ValueError) as exc:

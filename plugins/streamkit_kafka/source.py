@@ -21,7 +21,8 @@ from typing import Any
 
 from streamkit import REQUIRED, Batch, ListOf, OneOf, Option, Source, SourceUnavailable
 
-from .client import client_config, connection_options, partition_name, quiet_kafka_logging, unreachable
+from .client import (client_config, connection_options, construct, partition_name, quiet_kafka_logging,
+                     unreachable)
 
 log = logging.getLogger("streamkit.kafka")
 
@@ -68,7 +69,8 @@ class KafkaSource(Source):
         self.hooks = hooks
         c = self.config
         try:
-            self.consumer = KafkaConsumer(
+            self.consumer = construct(
+                KafkaConsumer,
                 group_id=self.group_id,
                 client_id=f"streamkit-{self.group_id}",
                 enable_auto_commit=False,
