@@ -119,7 +119,7 @@ def test_alerts_end_to_end(uri, caplog):
     assert {k[0] for k in truth} == {"hot item", "busy type", "quick item"}
     with Webhook() as hook, caplog.at_level(logging.WARNING, logger="streamkit.alerts"):
         cfg = config(records, uri, alerts={"rules": RULES, "destinations": [
-            {"type": "log"}, {"type": "webhook", "url": hook.url, "headers": {"X-Team": "data"}}]})
+            {"type": "log"}, {"type": "webhook", "url": hook.url, "headers": {"X-Team": "data"}, "timeout": "60s"}]})
         result = Pipeline.from_dict(cfg).run()
     assert result.records_read == 540
     # the webhook got each alert exactly once, with the merged value at the flush that crossed
@@ -155,7 +155,8 @@ def test_rule_sees_the_merged_value_and_fires_once_across_runs(uri):
     with Webhook() as hook:
         for part, n in (("records/0", 25), ("records/1", 10), ("records/2", 10)):
             cfg = config([rec] * n, uri, alerts={"rules": RULES[:1], "destinations": [{"type": "webhook",
-                                                                                       "url": hook.url}]})
+                                                                                       "url": hook.url,
+                                                                                       "timeout": "60s"}]})
             cfg["source"]["partition"] = part
             Pipeline.from_dict(cfg).run()
             assert len(hook.received) == (0 if part == "records/0" else 1)
@@ -168,7 +169,8 @@ def test_concurrent_processes_fire_an_alert_once(uri):
         runs = []
         for part in ("records/0", "records/1", "records/2"):
             cfg = config([rec] * 40, uri, alerts={"rules": RULES[:1], "destinations": [{"type": "webhook",
-                                                                                       "url": hook.url}]})
+                                                                                       "url": hook.url,
+                                                                                       "timeout": "60s"}]})
             cfg["source"].update(partition=part, batch_size=3)
             cfg["flush"] = {"max_records": 3}
             runs.append(threading.Thread(target=Pipeline.from_dict(cfg).run))

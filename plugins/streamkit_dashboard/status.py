@@ -30,6 +30,7 @@ UTC = dt.timezone.utc
 STATUS_COLLECTION = "streamkit_status"
 ADDITIVE = ("count", "sum")
 HEARTBEAT = 5.0  # seconds between status updates when no flush happens (an idle source)
+LAG_EVERY = 2.0  # seconds between readings of the source's lag
 
 
 _runs = itertools.count(1)
@@ -93,7 +94,6 @@ class StatusWriter:
         self.last_flush_at = 0.0
         self.points: collections.deque = collections.deque()  # (monotonic time, records read)
         self.lag: list | None = None
-        self.lag_at = 0.0
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.heartbeat: threading.Thread | None = None
@@ -103,9 +103,10 @@ class StatusWriter:
         _retry("create status indexes", lambda: ensure_status_indexes(self.status))
         for meta in self.metas:
             _retry(f"start the counters of {meta.name}", lambda meta=meta: self._start_counter(meta))
+        self.lag = self._read_lag()
         now = dt.datetime.now(UTC)
         doc = {**self.base, **self._counts(), "state": "running", "started_at": now, "updated_at": now,
-               "last_flush": None, "stopped_by": None, "lag": None, "lag_total": None}
+               "last_flush": None, "stopped_by": None, **self._lag_fields()}
         _retry("write the status document", lambda: self.status.replace_one({"_id": self.id}, doc, upsert=True))
         self.points.append((time.monotonic(), self._result().records_read))
         self.heartbeat = threading.Thread(target=self._beat, name="streamkit-dashboard-status", daemon=True)
@@ -125,9 +126,10 @@ class StatusWriter:
     def stop(self, result: Any) -> None:
         self.stopped.set()
         with self.lock:
+            self.lag = self._read_lag()
             now = dt.datetime.now(UTC)
             fields = {**self._counts(result), "state": "stopped", "stopped_by": result.stopped_by or "done",
-                      "updated_at": now, "records_per_second": 0.0}
+                      "updated_at": now, "records_per_second": 0.0, **self._lag_fields()}
             _retry("write the status document", lambda: self.status.update_one({"_id": self.id}, {"$set": fields}))
 
     # -- writer thread ------------------------------------------------------------------
@@ -138,11 +140,7 @@ class StatusWriter:
             now = dt.datetime.now(UTC)
             fields = {**self._counts(), "updated_at": now, "last_flush": now, "state": "running",
                       "records_per_second": self._rate()}
-            if time.monotonic() - self.lag_at >= 2.0:
-                self.lag_at = time.monotonic()
-                self.lag = self._read_lag()
-                fields["lag"] = self.lag
-                fields["lag_total"] = None if self.lag is None else sum(p["lag"] for p in self.lag)
+            fields.update(self._lag_fields())
             self.last_flush_at = time.monotonic()
             _retry("write the status document",
                    lambda: self.status.update_one({"_id": self.id}, {"$set": fields}, upsert=True))
@@ -205,12 +203,28 @@ class StatusWriter:
             return None if lag is None else []
         return [{"partition": str(p), "lag": int(n)} for p, n in sorted(lag.items())]
 
+    def _lag_fields(self) -> dict:
+        lag = self.lag
+        return {"lag": lag, "lag_total": None if lag is None else sum(p["lag"] for p in lag)}
+
     def _beat(self) -> None:
-        # an idle source flushes nothing; keep the process visibly alive anyway
-        while not self.stopped.wait(HEARTBEAT):
+        # The source's lag is read here, not in the writer thread: a Kafka source asks the
+        # brokers for end offsets, which must not hold up a flush. And an idle source flushes
+        # nothing, so the status document is refreshed here too.
+        beat_at = time.monotonic()
+        while not self.stopped.wait(LAG_EVERY):
+            lag = self._read_lag()
             with self.lock:
-                if time.monotonic() - self.last_flush_at < HEARTBEAT or self.stopped.is_set():
-                    continue
-                fields = {**self._counts(), "updated_at": dt.datetime.now(UTC), "records_per_second": self._rate()}
-                _retry("write the status document", lambda: self.status.update_one({"_id": self.id}, {"$set": fields}),
-                       tries=1)
+                if self.stopped.is_set():
+                    return
+                fields = {}
+                if lag != self.lag:
+                    self.lag = lag
+                    fields = self._lag_fields()
+                now = time.monotonic()
+                if now - self.last_flush_at >= HEARTBEAT and now - beat_at >= HEARTBEAT:
+                    beat_at = now
+                    fields.update(self._counts(), updated_at=dt.datetime.now(UTC), records_per_second=self._rate())
+                if fields:
+                    _retry("write the status document",
+                           lambda: self.status.update_one({"_id": self.id}, {"$set": fields}), tries=1)

@@ -100,6 +100,14 @@ class DashboardStore:
         self._metas_at = 0.0
         self._fallback: dict[str, tuple[float, dict]] = {}
         self._lock = threading.Lock()
+        self._mock = type(db).__module__.startswith("mongomock")
+        self._bounds: dict[tuple, Any] = {}      # see _sorted
+        self._latest: dict[str, Any] = {}        # aggregation -> newest window start seen
+
+    def _limit(self, cursor: Any, n: int) -> Any:
+        """At most ``n`` documents, in one reply (a server sends 101 first unless told)."""
+        cursor = cursor.limit(n)
+        return cursor if self._mock else cursor.batch_size(n)
 
     # -- aggregations ---------------------------------------------------------------------
     def aggregations(self) -> list[AggMeta]:
@@ -132,8 +140,7 @@ class DashboardStore:
 
     # -- counters -------------------------------------------------------------------------
     def counters(self) -> dict[str, dict]:
-        docs = self.status.find({"kind": "counter", "collection": self.collection}).limit(MAX_AGGREGATIONS) \
-            .batch_size(MAX_AGGREGATIONS)
+        docs = self._limit(self.status.find({"kind": "counter", "collection": self.collection}), MAX_AGGREGATIONS)
         return {d["aggregation"]: d for d in docs}
 
     def totals(self, meta: AggMeta, counters: dict[str, dict]) -> dict:
@@ -152,23 +159,63 @@ class DashboardStore:
     # -- reads ----------------------------------------------------------------------------
     def _sorted(self, meta: AggMeta, fld: str, limit: int, ascending: bool = False,
                 start: dt.datetime | None = None) -> list[dict]:
+        """The first ``limit`` documents by ``fld``: an index scan of ``(aggregation, fld)`` with a limit.
+
+        All-time aggregations also bound the scan by the value the same page ended at last time
+        (``fld >= bound`` for a top list). If that range still holds ``limit`` documents, every
+        document outside it ranks below them, so the page is exact; otherwise the unbounded
+        query runs. MongoDB reads ``limit`` index keys either way; servers that sort whatever
+        matches (the test server) read only the range.
+        """
+        proj = {"key": 1, **{f: 1 for f in meta.fields}}
+        direction = 1 if ascending else -1
         filt: dict = {"aggregation": meta.name}
         if meta.windowed:
-            filt["window.start"] = start
-        proj = {"key": 1, **{f: 1 for f in meta.fields}}
-        return list(self.coll.find(filt, proj).sort(fld, 1 if ascending else -1).limit(limit).batch_size(limit))
+            filt["window.start"] = start  # one window: the (aggregation, window.start) index narrows it
+            return list(self._limit(self.coll.find(filt, proj).sort(fld, direction), limit))
+        memo = (meta.name, fld, ascending, limit)
+        bound = self._bounds.get(memo)
+        if bound is not None:
+            ranged = {**filt, fld: {"$lte" if ascending else "$gte": bound}}
+            docs = list(self._limit(self.coll.find(ranged, proj).sort(fld, direction), limit))
+            if len(docs) == limit:
+                self._remember(memo, docs[-1].get(fld))
+                return docs
+        docs = list(self._limit(self.coll.find(filt, proj).sort(fld, direction), limit))
+        if len(docs) == limit:
+            self._remember(memo, docs[-1].get(fld))
+        return docs
+
+    def _remember(self, memo: tuple, value: Any) -> None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if len(self._bounds) > 10_000:
+                self._bounds.clear()
+            self._bounds[memo] = value
 
     def _latest_start(self, meta: AggMeta, before: dt.datetime | None = None,
                       after: dt.datetime | None = None) -> dt.datetime | None:
-        cond: dict = {"$ne": None}
-        direction = -1
+        """The newest window start (or the one just before / after a given start), from the
+        ``(aggregation, window.start)`` index; ranges are tried narrow first, as in :meth:`_sorted`."""
+        step = meta.step or 60.0
         if before is not None:
-            cond = {"$lt": before}
+            tries = [{"$lt": before, "$gte": _date(epoch(before) - 10 * step)}, {"$lt": before}]
+            direction = -1
         elif after is not None:
-            cond, direction = {"$gt": after}, 1
-        docs = list(self.coll.find({"aggregation": meta.name, "window.start": cond}, {"window": 1})
-                    .sort("window.start", direction).limit(1))
-        return docs[0]["window"]["start"] if docs else None
+            tries = [{"$gt": after, "$lte": _date(epoch(after) + 10 * step)}, {"$gt": after}]
+            direction = 1
+        else:
+            known = self._latest.get(meta.name)  # window starts only grow
+            tries = ([{"$gte": known}] if known is not None else []) + [{"$gt": _date(0)}]
+            direction = -1
+        for cond in tries:
+            docs = list(self.coll.find({"aggregation": meta.name, "window.start": cond}, {"window": 1})
+                        .sort("window.start", direction).limit(1))
+            if docs:
+                found = docs[0]["window"]["start"]
+                if before is None and after is None:
+                    self._latest[meta.name] = found
+                return found
+        return None
 
     def table(self, name: str, *, window: str | None = None, limit: int = 20, sort: str | None = None,
               order: str = "desc") -> dict:
@@ -234,9 +281,9 @@ class DashboardStore:
         last = epoch(latest)
         step = meta.step
         first = last - (SERIES_WINDOWS - 1) * step if step else last
-        docs = list(self.coll.find({"aggregation": meta.name, "window.start": {"$gte": _date(first)}},
-                                   {"key": 1, "window": 1, "count": 1})
-                    .sort("window.start", -1).limit(SERIES_MAX_DOCS).batch_size(SERIES_MAX_DOCS))
+        docs = list(self._limit(self.coll.find({"aggregation": meta.name, "window.start": {"$gte": _date(first)}},
+                                               {"key": 1, "window": 1, "count": 1}).sort("window.start", -1),
+                                SERIES_MAX_DOCS))
         if not step:
             step = 1.0
         present = [epoch(d["window"]["start"]) for d in docs]
@@ -290,8 +337,8 @@ class DashboardStore:
                 "last_flush": max(flushes) if flushes else None}
 
     def recent_alerts(self, limit: int = 10) -> dict:
-        docs = list(self.alerts.find({"collection": self.collection}, {"_id": 0})
-                    .sort("fired_at", -1).limit(limit).batch_size(limit))
+        docs = list(self._limit(self.alerts.find({"collection": self.collection}, {"_id": 0})
+                                .sort("fired_at", -1), limit))
         total = self.alerts.count_documents({"collection": self.collection})
         return {"total": total, "recent": [_alert_json(d) for d in docs]}
 

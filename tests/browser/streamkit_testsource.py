@@ -45,6 +45,12 @@ class RecordsSource(Source):
         rec["timestamp"] = self.config["start_time"] + i * self.config["time_step"]
         return rec
 
+    def lag(self) -> dict[str, int] | None:
+        """Records not yet read (none to tell in cycle mode, which never ends)."""
+        if self.config["cycle"]:
+            return None
+        return {self.config["partition"]: len(self.config["records"]) - self.pos}
+
     def poll(self, timeout: float) -> list[Batch] | None:
         c = self.config
         total = len(c["records"])
