@@ -585,3 +585,35 @@ def test_consumer_lag_is_reported_while_running(testsource, uri, monkeypatch):
     assert all(0 <= n <= 540 for n in seen)
     proc = f'pipeline="shop",process="{socket.gethostname()}:{os.getpid()}",partition="records/0"'
     assert any(f"streamkit_consumer_lag{{{proc}}} " in m for m in metrics)
+
+
+def check_top_lists(db, ascending: bool) -> None:
+    """Pages split at the previous page's bound equal a plain sort, while values grow, shrink,
+    appear, and go null — and are never longer than the limit."""
+    from streamkit_dashboard.meta import AggMeta
+    coll = db["aggs"]
+    meta = AggMeta("m", ["k"], ["v"], "v")
+    store = DashboardStore(db, "aggs", metas=[meta])
+    rng = random.Random(5)
+    values = {f"k{i}": rng.randint(0, 50) for i in range(60)}
+
+    def order(v):  # MongoDB's: null and missing below every number
+        return (v is not None, v if v is not None else 0)
+
+    for step in range(12):
+        coll.delete_many({})
+        coll.insert_many([{"aggregation": "m", "key": {"k": k}, **({} if v is None and step % 2 else {"v": v})}
+                          for k, v in values.items()])
+        for limit in (1, 5, 17):
+            got_values = [d.get("v") for d in store._sorted(meta, "v", limit, ascending)]
+            want = sorted(values.values(), key=order, reverse=not ascending)[:limit]
+            assert got_values == want, (step, limit)
+        for k in rng.sample(sorted(values), 10):  # values move both ways; some go null (or missing)
+            values[k] = None if rng.random() < 0.2 else rng.randint(0, 60)
+        values[f"new{step}"] = rng.randint(0, 60)
+    assert len(store._bounds) == 3  # the bounded path ran
+
+
+@pytest.mark.parametrize("ascending", [False, True])
+def test_top_lists_stay_exact_as_values_move(uri, ascending):
+    check_top_lists(connect(uri)["shopdb"], ascending)

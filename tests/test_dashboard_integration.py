@@ -25,7 +25,7 @@ from streamkit_dashboard.status import STATUS_COLLECTION, baseline, counter_id
 from streamkit_dashboard.store import DashboardStore
 from streamkit_mongodb import document_id
 
-from test_dashboard import XSS_SCRIPT, config, make_records, truth
+from test_dashboard import XSS_SCRIPT, check_top_lists, config, make_records, truth
 
 pytestmark = pytest.mark.integration
 UTC = dt.timezone.utc
@@ -204,3 +204,9 @@ def test_a_pipeline_keeps_exact_counters_and_fires_alerts_on_the_real_server(dat
     assert [p["records_read"] for p in s["health"]["processes"]] == [270, 270]
     alerts = s["alerts"]["recent"]
     assert sorted(a["key"]["item_id"] for a in alerts) == sorted(k for k, n in t["items"].items() if n > 30)
+
+
+@pytest.mark.parametrize("ascending", [False, True])
+def test_top_lists_stay_exact_on_the_real_server(database, ascending):
+    client, dbname = database
+    check_top_lists(client[dbname], ascending)

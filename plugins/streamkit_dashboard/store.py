@@ -29,6 +29,9 @@ SERIES_MAX_KEYS = 10     # lines drawn at most
 META_TTL = 30.0          # seconds a standalone dashboard trusts its aggregation list
 
 
+_ANY = object()
+
+
 class QueryError(ValueError):
     """A request the store cannot answer: ``status`` 400 (bad parameter) or 404 (no such thing)."""
 
@@ -161,11 +164,13 @@ class DashboardStore:
                 start: dt.datetime | None = None) -> list[dict]:
         """The first ``limit`` documents by ``fld``: an index scan of ``(aggregation, fld)`` with a limit.
 
-        All-time aggregations also bound the scan by the value the same page ended at last time
-        (``fld >= bound`` for a top list). If that range still holds ``limit`` documents, every
-        document outside it ranks below them, so the page is exact; otherwise the unbounded
-        query runs. MongoDB reads ``limit`` index keys either way; servers that sort whatever
-        matches (the test server) read only the range.
+        All-time aggregations split the scan at the value the same page ended at last time
+        (its *bound*) into consecutive parts of the full order — for a top list: values down
+        to the bound, then smaller values, then null or missing ones (a sort puts those last;
+        first when ascending) — and read the parts in turn until ``limit`` documents are
+        found. The page is exact and never longer than ``limit``, and usually the first part
+        fills it. MongoDB reads ``limit`` index keys either way; a server that sorts all a
+        query matches (the test server) then reads only the bound's narrow range.
         """
         proj = {"key": 1, **{f: 1 for f in meta.fields}}
         direction = 1 if ascending else -1
@@ -175,13 +180,18 @@ class DashboardStore:
             return list(self._limit(self.coll.find(filt, proj).sort(fld, direction), limit))
         memo = (meta.name, fld, ascending, limit)
         bound = self._bounds.get(memo)
-        if bound is not None:
-            ranged = {**filt, fld: {"$lte" if ascending else "$gte": bound}}
-            docs = list(self._limit(self.coll.find(ranged, proj).sort(fld, direction), limit))
+        if bound is None:
+            parts: list = [_ANY]
+        elif ascending:
+            parts = [None, {"$lte": bound}, {"$gt": bound}]
+        else:
+            parts = [{"$gte": bound}, {"$lt": bound}, None]
+        docs: list = []
+        for cond in parts:
+            query = filt if cond is _ANY else {**filt, fld: cond}
+            docs += self._limit(self.coll.find(query, proj).sort(fld, direction), limit - len(docs))
             if len(docs) == limit:
-                self._remember(memo, docs[-1].get(fld))
-                return docs
-        docs = list(self._limit(self.coll.find(filt, proj).sort(fld, direction), limit))
+                break
         if len(docs) == limit:
             self._remember(memo, docs[-1].get(fld))
         return docs
