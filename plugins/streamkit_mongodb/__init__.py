@@ -1,9 +1,9 @@
 """The ``mongodb`` sink: one document per (aggregation, group key, window), merged with bulk upserts.
 
 With ``delivery: exactly_once`` (the default) every document keeps, per source
-partition, the end position of the last flush merged into it (its *fence*); an
-update applies only where that fence is behind, and each partition's part is
-its own update, so a replay after a crash or a rebalance changes nothing twice.
+partition, the end position of the last flush merged into it (its *fence*); a
+partition's part of a flush is merged only where that partition's fence is
+behind, so a replay after a crash or a rebalance changes nothing twice.
 Before a flush is applied its exact position range is stored as an *intent* in
 the offsets collection; a restart replays an unfinished intent with the same
 boundaries. An owner *epoch* per partition stops a zombie from starting a flush
@@ -44,9 +44,29 @@ def _speed_up_mongomock(mongomock: Any) -> None:
     mongomock matches every filter against every document, so a flush of n upserts
     into n documents costs n² filter evaluations. A filter with a plain ``_id``
     equality can match only the document stored under that ``_id``; the filter is
-    still evaluated on it, so results are unchanged.
+    still evaluated on it, so results are unchanged. The sink's own fence conditions
+    (``_fence.<p>: {$not: {$gte: end}}``) are checked directly rather than through
+    mongomock's general filter code, which would double the cost of a flush.
     """
     from mongomock_ng import collection as mcoll, filtering
+
+    def applies(filter: dict, doc: dict) -> bool:  # noqa: A002
+        fences = None
+        for k, v in filter.items():
+            if k == "_id":
+                continue
+            if not (k.startswith("_fence.") and type(v) is dict and len(v) == 1 and "$not" in v):
+                return filtering.filter_applies(filter, doc)
+            cond = v["$not"]
+            if not (type(cond) is dict and len(cond) == 1 and "$gte" in cond):
+                return filtering.filter_applies(filter, doc)
+            if fences is None:
+                fences = doc.get("_fence")
+                fences = fences if isinstance(fences, dict) else {}
+            have = fences.get(k[7:])
+            if type(have) in (int, float) and have >= cond["$gte"]:
+                return False
+        return True
 
     cls = mcoll.Collection
     if getattr(cls, "_streamkit_fast_id", False):
@@ -59,7 +79,7 @@ def _speed_up_mongomock(mongomock: Any) -> None:
             store = self._store
             if _id in store:
                 doc = store[_id]
-                return iter([doc] if filtering.filter_applies(filter, doc) else [])
+                return iter([doc] if applies(filter, doc) else [])
             return iter([])
         return original(self, filter)
 
@@ -185,85 +205,124 @@ class MongoSink(Sink):
                 out[p] = doc["position"]
         return out
 
-    def _set_intent(self, partition: str, start: int, end: int) -> None:
-        epoch = self.epochs.get(partition)
-        if epoch is None:  # a partition this process never claimed (source without assignment)
-            self.positions([partition])
-            epoch = self.epochs[partition]
-        res = self.offsets.update_one({"_id": self._offset_id(partition), "epoch": epoch},
-                                      {"$set": {"intent": {"start": start, "end": end}}})
-        if res.matched_count == 0:
-            raise SinkError(f"{self.context.name}: partition {partition} is owned by a newer process "
-                            f"(epoch > {epoch}); this process stops writing it")
+    def _set_intents(self, parts: dict) -> None:
+        """Record each partition's range before any document changes (one round trip), each
+        only where this process's epoch is still current."""
+        unclaimed = [p for p in parts if p not in self.epochs]
+        if unclaimed:  # partitions this process never claimed (a source without assignments)
+            self.positions(unclaimed)
+        ops = [UpdateOne({"_id": self._offset_id(p), "epoch": self.epochs[p]},
+                         {"$set": {"intent": {"start": part.first, "end": part.next}}})
+               for p, part in parts.items()]
+        if self.offsets.bulk_write(ops, ordered=False).matched_count == len(ops):
+            return
+        ids = [self._offset_id(p) for p in parts]
+        stored = {d["_id"]: d.get("epoch") for d in self.offsets.find({"_id": {"$in": ids}})}
+        for p in parts:
+            if stored.get(self._offset_id(p)) != self.epochs[p]:
+                raise SinkError(f"{self.context.name}: partition {p} is owned by a newer process "
+                                f"(epoch > {self.epochs[p]}); this process stops writing it")
 
-    def _finish(self, partition: str, end: int) -> None:
-        self.offsets.update_one({"_id": self._offset_id(partition), "epoch": self.epochs[partition]},
-                                {"$set": {"position": end, "intent": None,
-                                          "updated_at": dt.datetime.now(UTC)}})
+    def _finish(self, parts: dict) -> None:
+        now = dt.datetime.now(UTC)
+        self.offsets.bulk_write([
+            UpdateOne({"_id": self._offset_id(p), "epoch": self.epochs[p]},
+                      {"$set": {"position": part.next, "intent": None, "updated_at": now}})
+            for p, part in parts.items()], ordered=False)
 
     # -- writing ------------------------------------------------------------------------
-    def _update(self, delta: Any, now: dt.datetime, fence: tuple[str, int] | None) -> UpdateOne:
+    def _head(self, delta: Any, now: dt.datetime) -> dict:
+        return {"aggregation": {"$literal": delta.aggregation},
+                "key": {"$literal": delta.key},
+                "window": {"$literal": {"start": _date(delta.window_start), "end": _date(delta.window_end)}},
+                "updated_at": {"$literal": now}}
+
+    def _update(self, _id: str, parts: list, now: dt.datetime) -> UpdateOne:
+        """One update merging every part of ``parts`` ((delta, fence) per source partition; fence
+        None: unfenced) into one document, matched only if every part's fence is behind.
+
+        That holds for every document in the normal course; where it does not (a replay, a
+        replayed partition next to new ones, two writers creating the document at once), the
+        upsert fails with a duplicate key and :meth:`_update_each` takes over."""
+        delta = parts[0][0]
         agg = delta.aggregator
-        _id = document_id(delta.aggregation, delta.key, delta.window_start)
-        merge = agg.mongo_merge(delta.partial)
-        stage: dict = {
-            "aggregation": {"$literal": delta.aggregation},
-            "key": {"$literal": delta.key},
-            "window": {"$literal": {"start": _date(delta.window_start), "end": _date(delta.window_end)}},
-            **merge,
-            "updated_at": {"$literal": now},
-        }
+        partial = delta.partial
+        for d, _ in parts[1:]:
+            partial = agg.merge(partial, d.partial)
+        stage = {**self._head(delta, now), **agg.mongo_merge(partial)}
         filt: dict = {"_id": _id}
-        if fence is not None:
-            field, end = fence
-            path = f"_fence.{field}"
-            # "not >= end" also matches a missing fence; unlike an $or of $lt and $exists it
-            # keeps the lookup on the _id index in every server (SecantusDB scans otherwise)
-            filt[path] = {"$not": {"$gte": end}}
-            stage[path] = {"$literal": end}
+        for _, fence in parts:
+            if fence is not None:
+                field, end = fence
+                path = f"_fence.{field}"
+                # "not >= end" also matches a missing fence; unlike an $or of $lt and $exists it
+                # keeps the lookup on the _id index in every server (SecantusDB scans otherwise)
+                filt[path] = {"$not": {"$gte": end}}
+                stage[path] = {"$literal": end}
         pipeline = [{"$set": stage}]
         fin = agg.mongo_finalize()
         if fin:
             pipeline.append({"$set": fin})
         return UpdateOne(filt, pipeline, upsert=True)
 
-    def _bulk(self, ops: list) -> None:
-        # A duplicate key on a fenced upsert means the document exists with its fence not behind:
-        # already applied. But it is also what the loser gets when two writers (two partitions,
-        # two processes) create the same new document at once, having merged nothing. So those
-        # operations are tried once more, when the document surely exists.
-        for _ in range(2):
-            if not ops:
-                return
-            try:
-                result = self.coll.bulk_write(ops, ordered=False)
-                self.upserted.update(result.upserted_ids.values())
-                return
-            except BulkWriteError as exc:
-                self.upserted.update(u["_id"] for u in exc.details.get("upserted", []))
-                errors = exc.details.get("writeErrors", [])
-                other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-                if other:
-                    raise SinkError(f"{self.context.name}: MongoDB rejected {len(other)} updates: "
-                                    f"{other[0].get('errmsg')}") from None
-                ops = [ops[e["index"]] for e in errors]
+    def _update_each(self, _id: str, parts: list, now: dt.datetime) -> UpdateOne:
+        """The same merge, one pipeline stage per part, each adding its delta only where its own
+        partition's fence is behind: right whatever mix of fences the document has."""
+        delta = parts[0][0]
+        agg = delta.aggregator
+        pipeline = [{"$set": self._head(delta, now)}]
+        for delta, (field, end) in parts:
+            path = f"_fence.{field}"
+            behind = {"$lt": [{"$ifNull": ["$" + path, -1]}, end]}
+            merge = agg.mongo_merge(delta.partial)
+            stage = {f: {"$cond": [behind, expr, "$" + f]} for f, expr in merge.items()}
+            stage[path] = {"$cond": [behind, {"$literal": end}, "$" + path]}
+            pipeline.append({"$set": stage})
+        fin = agg.mongo_finalize()
+        if fin:
+            pipeline.append({"$set": fin})
+        return UpdateOne({"_id": _id}, pipeline, upsert=True)
+
+    def _bulk(self, ops: list) -> list[int]:
+        """Write ``ops`` unordered; the indexes of those that failed with a duplicate key."""
+        if not ops:
+            return []
+        try:
+            result = self.coll.bulk_write(ops, ordered=False)
+            self.upserted.update(result.upserted_ids.values())
+            return []
+        except BulkWriteError as exc:
+            self.upserted.update(u["_id"] for u in exc.details.get("upserted", []))
+            errors = exc.details.get("writeErrors", [])
+            other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            if other:
+                raise SinkError(f"{self.context.name}: MongoDB rejected {len(other)} updates: "
+                                f"{other[0].get('errmsg')}") from None
+            return [e["index"] for e in errors]
 
     def write(self, flush: Any) -> None:
         now = dt.datetime.now(UTC)
         self.upserted = set()
         if not self.exact:
-            ops = [self._update(d, now, None) for d in flush.deltas()]
-            self._retry("bulk write", self._bulk, ops)
+            ops = [self._update(document_id(d.aggregation, d.key, d.window_start), [(d, None)], now)
+                   for d in flush.deltas()]
+            again = self._retry("bulk write", self._bulk, ops)
+            # the loser of two concurrent creations of a document: it exists now
+            self._retry("bulk write", self._bulk, [ops[i] for i in again])
             return
-        for partition, part in flush.parts.items():
-            self._retry("write intent", self._set_intent, partition, part.first, part.next)
-        ops = []
+        self._retry("write intents", self._set_intents, flush.parts)
+        docs: dict[str, list] = {}
         for partition, part in flush.parts.items():
             fence = (fence_field(partition), part.next)
-            ops.extend(self._update(d, now, fence) for d in flush.partition_deltas(partition))
-        self._retry("bulk write", self._bulk, ops)
-        for partition, part in flush.parts.items():
-            self._retry("finish intent", self._finish, partition, part.next)
+            for d in flush.partition_deltas(partition):
+                docs.setdefault(document_id(d.aggregation, d.key, d.window_start), []).append((d, fence))
+        ids = list(docs)
+        again = self._retry("bulk write", self._bulk, [self._update(_id, docs[_id], now) for _id in ids])
+        if again:
+            # filtered on _id alone, these upserts match the (now existing) document: no duplicate key
+            slow = [self._update_each(ids[i], docs[ids[i]], now) for i in again]
+            self._retry("bulk write", self._bulk, slow)
+        self._retry("finish intents", self._finish, flush.parts)
 
     def close(self) -> None:
         client = getattr(self, "client", None)

@@ -6,7 +6,6 @@ for this module), so no other test notices."""
 from __future__ import annotations
 
 import random
-import signal
 import time
 
 import orjson

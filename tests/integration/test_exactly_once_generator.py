@@ -3,8 +3,6 @@ compare every stored document with a truth computed in plain Python from the sam
 from __future__ import annotations
 
 import random
-import signal
-import time
 
 import pytest
 

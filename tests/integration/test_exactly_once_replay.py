@@ -4,14 +4,17 @@ interrupted flush and the duplicate-key race of two writers creating the same do
 The kill -9 tests find these at random; here each is set up exactly, so it always runs."""
 from __future__ import annotations
 
+import random
+import types
 import uuid
 
 import pytest
 from pymongo.errors import BulkWriteError
 
 import streamkit_mongodb
-from crashkit import diff, generator_records, stored, truth
-from streamkit import Pipeline
+from crashkit import diff, generator_records, make_events, stored, truth
+from streamkit import Batch, Option, Pipeline, Source, hookimpl
+from streamkit.plugins import get_plugin_manager
 
 AGGREGATIONS = [
     {"name": "per_user", "type": "count", "group_by": ["user_id"]},
@@ -125,3 +128,107 @@ def test_an_upsert_that_loses_a_creation_race_is_applied(monkeypatch):
     p.run()
     doc = streamkit_mongodb.connect(uri)["db"]["aggregations"].find_one({})
     assert doc["count"] == 1000 + 500, "the update that lost the race to create the document was dropped"
+
+
+class Partitioned(Source):
+    """Fixed records in three partitions; every poll returns a batch of each, so every flush
+    holds parts of all three and most documents get deltas from several partitions at once."""
+
+    options = {"seed": Option(int, 1, "records"), "n": Option(int, 3000, "records in all")}
+    partitions = ["m/0", "m/1", "m/2"]
+
+    def open(self, hooks):
+        events = make_events(self.config["n"], random.Random(self.config["seed"]), users=40, items=12)
+        self.data = {p: events[i::3] for i, p in enumerate(self.partitions)}
+        resume = hooks.assigned(self.partitions) or {}
+        self.pos = {p: resume.get(p, 0) for p in self.partitions}
+
+    def poll(self, timeout):
+        batches = []
+        for p in self.partitions:
+            first = self.pos[p]
+            records = self.data[p][first:first + 100]
+            if records:
+                self.pos[p] = first + len(records)
+                batches.append(Batch(p, records, first, first + len(records), decoded=True))
+        return batches or None
+
+
+@pytest.fixture
+def partitioned():
+    pm = get_plugin_manager()
+    mod = types.ModuleType("partitioned_source")
+    mod.register_sources = hookimpl(lambda register: register("partitioned", Partitioned))
+    pm.register(mod, name="partitioned_source")
+    try:
+        yield
+    finally:
+        pm.unregister(name="partitioned_source")
+
+
+def _partitioned(uri: str) -> Pipeline:
+    return Pipeline.from_dict({
+        "name": "multi", "source": {"type": "partitioned", "seed": 3, "n": 3000},
+        "aggregations": [{**a, "window": f"{a['window']}s"} if "window" in a else a for a in AGGREGATIONS],
+        "sinks": [{"type": "mongodb", "uri": uri, "database": "db", "collection": "aggregations"}],
+        "flush": {"max_records": 900, "interval": "60s"}})
+
+
+def _exact_partitioned(uri: str) -> None:
+    coll = streamkit_mongodb.connect(uri)["db"]["aggregations"]
+    events = make_events(3000, random.Random(3), users=40, items=12)
+    problem = diff(truth(events, AGGREGATIONS), stored(coll, AGGREGATIONS))
+    assert not problem, problem
+
+
+def test_documents_fed_by_several_partitions_in_one_flush(partitioned, monkeypatch):
+    """Crash in the middle of merging a flush of three partitions, and again in its replay: each
+    document merges each partition's part exactly once."""
+    uri = f"mongomock://multi-{uuid.uuid4().hex}"
+    pipeline = lambda: _partitioned(uri)  # noqa: E731
+
+    real = streamkit_mongodb.MongoSink._bulk
+    calls = {"n": 0}
+
+    def bulk(self, ops):  # the second flush: a third of its documents merged, then the crash
+        calls["n"] += 1
+        if calls["n"] == 2:
+            real(self, ops[:len(ops) // 3])
+            raise Crash()
+        return real(self, ops)
+    monkeypatch.setattr(streamkit_mongodb.MongoSink, "_bulk", bulk)
+    with pytest.raises(Crash):
+        pipeline().run()
+    coll = streamkit_mongodb.connect(uri)["db"]["aggregations"]
+    assert any(len(d.get("_fence", {})) == 3 for d in coll.find({})), "no document fed by three partitions"
+
+    _crash_in_bulk(monkeypatch, apply=0.6)  # the replay of that flush crashes too
+    with pytest.raises(Crash):
+        pipeline().run()
+    pipeline().run()
+    _exact_partitioned(uri)
+
+
+def test_replayed_part_and_new_part_in_one_document_update(partitioned, monkeypatch):
+    """A flush of three partitions is merged whole, but the crash comes while its intents are
+    being finished: one partition is done, two are not. The next start replays those two while
+    the third reads on, so one update carries a replayed part, already merged, next to a new
+    part: only the new one may be added."""
+    uri = f"mongomock://multi-{uuid.uuid4().hex}"
+    real = streamkit_mongodb.MongoSink._finish
+    calls = {"n": 0}
+
+    def finish(self, parts):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            real(self, {"m/2": parts["m/2"]})
+            raise Crash()
+        return real(self, parts)
+    monkeypatch.setattr(streamkit_mongodb.MongoSink, "_finish", finish)
+    with pytest.raises(Crash):
+        _partitioned(uri).run()
+    monkeypatch.setattr(streamkit_mongodb.MongoSink, "_finish", real)
+    offsets = {d["partition"]: d for d in streamkit_mongodb.connect(uri)["db"]["streamkit_offsets"].find({})}
+    assert offsets["m/2"]["intent"] is None and offsets["m/0"]["intent"] is not None
+    _partitioned(uri).run()
+    _exact_partitioned(uri)
