@@ -468,7 +468,8 @@ def test_section_defaults_and_validation(testsource, uri):
 
 def test_dashboard_needs_a_mongodb_sink(testsource, uri):
     cfg = config(make_records()[:10], uri, sinks=[{"type": "discard"}])
-    with pytest.raises(ConfigError, match=r"^<dict>: dashboard: needs a mongodb sink to read from \(add one under sinks\)$"):
+    with pytest.raises(ConfigError,
+                       match=r"^<dict>: dashboard: needs a mongodb sink to read from \(add one under sinks\)$"):
         Pipeline.from_dict(cfg).run()
     cfg = config(make_records()[:10], uri, dashboard={"sink": 1},
                  sinks=[{"type": "mongodb", "uri": uri}, {"type": "discard"}])

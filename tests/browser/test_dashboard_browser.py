@@ -192,7 +192,8 @@ def test_dashboard_in_a_real_browser(pipeline, tmp_path):
         assert t.by_id("title").text() == "browser-check"
         assert "hidden" in t.by_id("error").attrs  # no error banner
         assert len(t.by_id("legend").children) == 5  # one line per interaction type
-        assert len([n for n in t.by_id("chart").walk() if n.tag == "polyline"]) == 5
+        lines = [n.attrs.get("class") for n in t.by_id("chart").walk() if n.tag == "polyline"]
+        assert lines.count(None) == 5 and lines.count("current") == 5  # the newest window dashed
 
     # the markup-like user ids are text, in the top list and in the aggregation table
     top = [n.text() for n in a.by_id("top-users").by_class("text")]

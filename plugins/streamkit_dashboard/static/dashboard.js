@@ -183,7 +183,9 @@
       root.appendChild(msg);
       return;
     }
-    $("chart-sub").textContent = t.aggregation + " · " + t.window + " · last " + t.windows.length;
+    $("chart-sub").textContent = t.window + " · last " + t.windows.length +
+      (t.windows.length > 1 ? " · dashed: still filling" : "");
+    $("chart-sub").title = t.aggregation;
     let max = 0;
     for (const s of t.series) for (const v of s.values) if (v > max) max = v;
     const ticks = niceTicks(max);
@@ -206,9 +208,15 @@
     }
     t.series.forEach(function (s, k) {
       const color = COLORS[k % COLORS.length];
-      const pts = s.values.map(function (v, i) { return x(i).toFixed(1) + "," + y(v).toFixed(1); }).join(" ");
-      root.appendChild(svg("polyline", {points: pts, fill: "none", stroke: color, "stroke-width": 2,
-                                        "stroke-linejoin": "round", "vector-effect": "non-scaling-stroke"}));
+      const pts = s.values.map(function (v, i) { return x(i).toFixed(1) + "," + y(v).toFixed(1); });
+      const line = {fill: "none", stroke: color, "stroke-width": 2, "stroke-linejoin": "round",
+                    "vector-effect": "non-scaling-stroke"};
+      // the newest window is usually still filling: its segment is dashed so a dip reads as "so far"
+      root.appendChild(svg("polyline", Object.assign({points: pts.slice(0, Math.max(1, n - 1)).join(" ")}, line)));
+      if (n > 1) {
+        root.appendChild(svg("polyline", Object.assign({points: pts.slice(n - 2).join(" "), "stroke-dasharray": "4 4",
+                                                        "class": "current"}, line)));
+      }
       s.values.forEach(function (v, i) {
         const c = svg("circle", {cx: x(i), cy: y(v), r: i === n - 1 ? 3.5 : 2, fill: color});
         const tip = svg("title", {});
