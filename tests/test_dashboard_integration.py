@@ -145,8 +145,8 @@ def test_every_request_reads_a_bounded_number_of_documents(database, mongo_uri):
     try:
         fetch("api/aggregations")  # the standalone dashboard learns the aggregations once (cached)
         summary, n, cmds = fetch("api/summary?top=10")
-        # 3 counters + 10 top users + 10 top items + 10 fewest items + 1 latest window + 30 windows x 5 types
-        # + 1 status + the alert count = 216 documents of 20,000
+        # 3 counters + 10 top users + 10 top items + 10 fewest items + 1 newest window + 30 windows x 5 types
+        # + 1 status document = 185 documents of 20,000
         assert n <= 3 * 10 + 150 + 40, (n, cmds)
         assert "getMore" not in cmds
         users, items = seeded["users"], seeded["items"]
