@@ -283,6 +283,7 @@ def test_alert_destinations_come_from_plugins(uri):
 
 
 @pytest.mark.integration
+@pytest.mark.filterwarnings("ignore:.*is deprecated. Use files:DeprecationWarning")
 def test_kafka_destination(uri):
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
     if not bootstrap:

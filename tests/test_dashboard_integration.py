@@ -27,7 +27,9 @@ from streamkit_mongodb import document_id
 
 from test_dashboard import XSS_SCRIPT, check_top_lists, config, make_records, truth
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              # kafka-python loads its protocol schemas with a deprecated importlib call
+              pytest.mark.filterwarnings("ignore:.*is deprecated. Use files:DeprecationWarning")]
 UTC = dt.timezone.utc
 
 
@@ -210,3 +212,55 @@ def test_a_pipeline_keeps_exact_counters_and_fires_alerts_on_the_real_server(dat
 def test_top_lists_stay_exact_on_the_real_server(database, ascending):
     client, dbname = database
     check_top_lists(client[dbname], ascending)
+
+
+def test_consumer_lag_of_a_kafka_source(monkeypatch):
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        pytest.skip('KAFKA_BOOTSTRAP is not set; start the servers with: eval "$(scripts/services up)"')
+    import time
+
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from streamkit_dashboard import status
+    from streamkit_mongodb import connect
+
+    monkeypatch.setattr(status, "LAG_EVERY", 0.1)
+    topic = f"dash_lag_{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 2, 1)], timeout_ms=20000)
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        for i in range(2000):
+            producer.send(topic, json.dumps({"user_id": f"u{i % 7}"}).encode(), partition=i % 2)
+        producer.flush()
+        uri = f"mongomock://lag-{uuid.uuid4().hex}"
+        cfg = {"name": "lagging", "source": {"type": "kafka", "topic": topic, "bootstrap_servers": bootstrap,
+                                             "group_id": topic, "max_poll_records": 100},
+               "aggregations": [{"name": "per_user", "type": "count", "group_by": ["user_id"]}],
+               "sinks": [{"type": "mongodb", "uri": uri}], "flush": {"interval": "0.2s"},
+               "dashboard": {"serve": False}}
+        p = Pipeline.from_dict(cfg)
+        t = threading.Thread(target=p.run, kwargs={"duration": 60})
+        t.start()
+        store = DashboardStore(connect(uri)["interaction_db"], "aggregations")
+        try:
+            deadline = time.monotonic() + 50
+            while time.monotonic() < deadline:
+                health = store.health()
+                procs = health["processes"]
+                if procs and procs[0]["records_read"] == 2000 and procs[0]["lag"] and health["lag"] == 0:
+                    break
+                time.sleep(0.1)
+            (proc,) = health["processes"]
+            assert proc["lag"] == [{"partition": f"{topic}/0", "lag": 0}, {"partition": f"{topic}/1", "lag": 0}]
+            assert health["lag"] == 0 and proc["records_read"] == 2000
+        finally:
+            p.stop()
+            t.join(timeout=30)
+        assert store.summary(1)["total_interactions"] == 2000
+    finally:
+        producer.close()
+        admin.delete_topics([topic])
+        admin.close()

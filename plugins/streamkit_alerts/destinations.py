@@ -15,7 +15,7 @@ log = logging.getLogger("streamkit.alerts")
 
 
 class LogAlerts(AlertDestination):
-    """Writes each alert as one log line (logger ``streamkit.alerts``)."""
+    """Writes each alert as one log line (logger streamkit.alerts)."""
 
     options = {"level": Option(OneOf("warning", "error", "info"), "warning", "log level of alert lines")}
 

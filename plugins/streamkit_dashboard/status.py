@@ -126,7 +126,8 @@ class StatusWriter:
     def stop(self, result: Any) -> None:
         self.stopped.set()
         with self.lock:
-            self.lag = self._read_lag()
+            # a closed source may no longer tell (Kafka): then its last reading stands
+            self.lag = self._read_lag() or self.lag
             now = dt.datetime.now(UTC)
             fields = {**self._counts(result), "state": "stopped", "stopped_by": result.stopped_by or "done",
                       "updated_at": now, "records_per_second": 0.0, **self._lag_fields()}
@@ -199,8 +200,8 @@ class StatusWriter:
         except Exception as exc:  # a source that cannot tell must not stop the pipeline
             log.debug("dashboard: source lag unavailable: %s", exc)
             return None
-        if not lag:
-            return None if lag is None else []
+        if not lag:  # nothing to tell, or no partitions assigned yet
+            return None
         return [{"partition": str(p), "lag": int(n)} for p, n in sorted(lag.items())]
 
     def _lag_fields(self) -> dict:
