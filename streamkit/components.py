@@ -175,6 +175,9 @@ class SourceHooks(Protocol):
     def revoking(self, partitions: list[str]) -> None:
         """Partitions about to be lost: the engine flushes and commits them first."""
 
+    def lost(self, partitions: list[str]) -> None:
+        """Partitions already gone (the member was dropped): the engine forgets their unflushed records."""
+
 
 class Source(_Typed):
     """Yields batches. Positions are acknowledged through :meth:`commit` after sinks flushed."""

@@ -127,6 +127,13 @@ class Engine:
                 resume[p] = min(pos, resume.get(p, pos))
         return resume
 
+    def lost(self, partitions: list[str]) -> None:
+        """Partitions taken away without a revocation: forget what was read from them since
+        the last flush (their new owner reads it again); nothing can be committed for them."""
+        for p in partitions:
+            self.boundaries.pop(p, None)
+            self._drop(p)
+
     def revoking(self, partitions: list[str]) -> None:
         """Flush and commit before partitions move to another process."""
         for p in partitions:  # an unfinished replay is left to the next owner, which replays it whole

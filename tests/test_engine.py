@@ -147,3 +147,33 @@ def test_replay_boundary_forces_a_flush_at_the_same_position(test_plugins):
     ranges = [(f.parts["a/0"].first, f.parts["a/0"].next) for f in test_plugins[0].flushes]
     assert ranges[0] == (2, 7)
     assert ranges[-1][1] == 10
+
+
+def test_a_lost_partition_forgets_its_unflushed_records(test_plugins, monkeypatch):
+    """hooks.lost: the group gave the partition away; its new owner reads those records again."""
+    from conftest import ListSource
+
+    opened, polls = {}, []
+    orig_open, orig_poll = ListSource.open, ListSource.poll
+
+    def open_(self, hooks):
+        opened["hooks"] = hooks
+        orig_open(self, hooks)
+
+    def poll(self, timeout):
+        polls.append(1)
+        if len(polls) == 2:
+            opened["hooks"].lost(["a/0"])  # after a/0 and a/1 gave two records each
+            self.parts.pop("a/0")
+        return orig_poll(self, timeout)
+
+    monkeypatch.setattr(ListSource, "open", open_)
+    monkeypatch.setattr(ListSource, "poll", poll)
+    recs = {"a/0": [{"k": "x"}] * 4, "a/1": [{"k": "y"}] * 4}
+    p = Pipeline.from_dict({"source": {"type": "list", "partitions": recs, "decoded": True, "batch": 2},
+                            "aggregations": [{"name": "c", "type": "count", "group_by": ["k"]}],
+                            "sinks": [{"type": "capture"}], "flush": {"interval": "1h"}})
+    p.run()
+    sink = test_plugins[0]
+    assert sink.results(p.aggregations) == {("c", (("k", "y"),), None): {"count": 4}}
+    assert sink.flushes[-1].positions == {"a/1": 4}

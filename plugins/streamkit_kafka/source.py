@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from streamkit import REQUIRED, Batch, ListOf, OneOf, Option, Source, SourceUnavailable
+from streamkit import REQUIRED, Batch, Duration, ListOf, OneOf, Option, Source, SourceUnavailable
 
 from .client import (client_config, connection_options, construct, partition_name, quiet_kafka_logging,
                      unreachable)
@@ -39,6 +39,12 @@ class KafkaSource(Source):
         "max_poll_records": Option(int, 10_000, "records one poll returns at most", min=1),
         "dead_letter_topic": Option(str, None, "topic for `dead_letter: {type: kafka}` "
                                                "(default: <topic>.dlq)"),
+        "session_timeout": Option(Duration, None, "how soon the group moves a dead member's partitions "
+                                                  "(default 45s; the broker's minimum is 6s)"),
+        "group_instance_id": Option(str, None, "static membership: a restarted process with the same id "
+                                               "takes its partitions back without a rebalance"),
+        "reconnect_backoff_max": Option(Duration, None, "longest wait between reconnects to a broker "
+                                                        "(default 30s)"),
     }
 
     def __init__(self, config: dict, context: Any) -> None:
@@ -79,6 +85,7 @@ class KafkaSource(Source):
                 # a consumer that creates the topics it reads would create them with the
                 # broker's default partition count; a missing topic is reported instead
                 allow_auto_create_topics=False,
+                **_group_config(c),
                 **client_config(c))
         except KafkaError as exc:
             raise SourceUnavailable(unreachable(self.context.name, c, exc)) from None
@@ -224,6 +231,20 @@ class KafkaSource(Source):
                 self.consumer = None
 
 
+def _group_config(c: dict) -> dict:
+    """Group settings the user set; unset ones keep kafka-python's defaults."""
+    out: dict = {}
+    if c["session_timeout"] is not None:
+        ms = int(c["session_timeout"] * 1000)
+        out["session_timeout_ms"] = ms
+        out["heartbeat_interval_ms"] = max(100, min(3000, ms // 3))  # must stay below a third
+    if c["group_instance_id"] is not None:
+        out["group_instance_id"] = c["group_instance_id"]
+    if c["reconnect_backoff_max"] is not None:
+        out["reconnect_backoff_max_ms"] = int(c["reconnect_backoff_max"] * 1000)
+    return out
+
+
 def _make_listener(source: KafkaSource) -> Any:
     """An AsyncConsumerRebalanceListener bound to ``source`` (kafka-python checks the class)."""
     from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
@@ -241,10 +262,15 @@ def _make_listener(source: KafkaSource) -> Any:
 
         async def on_partitions_lost(self, lost: set) -> None:
             # The group already gave these partitions to another member: committing would
-            # fail. Their pending deltas still reach the sinks, where an exactly-once sink's
-            # owner epoch refuses them if the new owner got there first.
+            # fail, and what was read from them since the last flush is the new owner's to
+            # read again, so the engine forgets it. A flush already in flight still reaches
+            # the sinks, where an exactly-once sink's owner epoch refuses it.
+            names = sorted(source._name(tp) for tp in lost)
             log.warning("%s: lost partitions %s (this member was dropped from the group)",
-                        source.context.name, ", ".join(sorted(source._name(tp) for tp in lost)))
+                        source.context.name, ", ".join(names))
+            lost_hook = getattr(source.hooks, "lost", None)
+            if lost_hook is not None:
+                await _in_thread(source, lost_hook, names)
 
     return Listener()
 
