@@ -151,8 +151,11 @@ def test_replay_boundary_forces_a_flush_at_the_same_position(test_plugins):
 
 def test_a_lost_partition_forgets_its_unflushed_records(test_plugins, monkeypatch):
     """hooks.lost: the group gave the partition away; its new owner reads those records again."""
-    from conftest import ListSource
-
+    recs = {"a/0": [{"k": "x"}] * 4, "a/1": [{"k": "y"}] * 4}
+    p = Pipeline.from_dict({"source": {"type": "list", "partitions": recs, "decoded": True, "batch": 2},
+                            "aggregations": [{"name": "c", "type": "count", "group_by": ["k"]}],
+                            "sinks": [{"type": "capture"}], "flush": {"interval": "1h"}})
+    ListSource = p.spec.source.cls
     opened, polls = {}, []
     orig_open, orig_poll = ListSource.open, ListSource.poll
 
@@ -169,10 +172,6 @@ def test_a_lost_partition_forgets_its_unflushed_records(test_plugins, monkeypatc
 
     monkeypatch.setattr(ListSource, "open", open_)
     monkeypatch.setattr(ListSource, "poll", poll)
-    recs = {"a/0": [{"k": "x"}] * 4, "a/1": [{"k": "y"}] * 4}
-    p = Pipeline.from_dict({"source": {"type": "list", "partitions": recs, "decoded": True, "batch": 2},
-                            "aggregations": [{"name": "c", "type": "count", "group_by": ["k"]}],
-                            "sinks": [{"type": "capture"}], "flush": {"interval": "1h"}})
     p.run()
     sink = test_plugins[0]
     assert sink.results(p.aggregations) == {("c", (("k", "y"),), None): {"count": 4}}
