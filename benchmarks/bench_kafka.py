@@ -29,7 +29,6 @@ import io
 import os
 import pstats
 import sys
-import threading
 import time
 import uuid
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Iterator, Mapping, Protocol
+from typing import Any, ClassVar, Iterator, Mapping, Protocol
 
 from .options import Option
 

@@ -7,6 +7,7 @@ flight; positions are committed on the source's thread only after every sink
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import queue
 import threading
@@ -211,22 +212,20 @@ class Engine:
                 batch = _head(batch, room)
                 n = room
         until = self.boundaries.get(batch.partition)
-        if until is not None:
-            head = sum(1 for i in range(n) if batch.position(i) < until)
+        if until is not None and batch.next >= until:
+            # the records before ``until`` complete the replay; the rest belong to later flushes
+            if batch.positions is not None:
+                head = bisect.bisect_left(batch.positions, until)
+            else:
+                head = max(0, min(n, until - batch.first))
+            if head:
+                self._aggregate(_head(batch, head))
+            del self.boundaries[batch.partition]
+            self.flush()  # the replayed flush ends exactly where the interrupted one did
+            self.drain(wait_all=True)
             if head < n:
-                if head:
-                    self._aggregate(_head(batch, head))
-                del self.boundaries[batch.partition]
-                self.flush()  # the replayed flush ends exactly where the interrupted one did
-                self.drain(wait_all=True)
                 self.process(_tail(batch, head))
-                return
-            if batch.next >= until:
-                self._aggregate(batch)
-                del self.boundaries[batch.partition]
-                self.flush()
-                self.drain(wait_all=True)
-                return
+            return
         self._aggregate(batch)
 
     def _aggregate(self, batch: Batch) -> None:

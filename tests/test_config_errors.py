@@ -1,5 +1,4 @@
 """Bad input: one clear line naming file, line and key; exit code 2; no traceback."""
-import os
 import subprocess
 import sys
 import textwrap

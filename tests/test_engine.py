@@ -1,7 +1,6 @@
 """The engine against an independently computed truth: aggregates, windows, dead letters, positions."""
 import json
 
-import orjson
 import pytest
 
 from streamkit import Pipeline
@@ -62,7 +61,7 @@ def test_generator_pipeline_matches_truth(test_plugins):
     assert sink.flushes[-1].positions == {"generator/0": n}
 
 
-def test_max_events_is_exact_and_resumable(test_plugins):
+def test_max_events_is_exact(test_plugins):
     cfg = {"source": {"type": "generator", "rate": 0, "batch_size": 999},
            "aggregations": [{"name": "total", "type": "count"}], "sinks": [{"type": "capture"}]}
     r = Pipeline.from_dict(cfg).run(max_events=2_500)

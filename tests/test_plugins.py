@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from streamkit import Aggregator, ConfigError, Pipeline, PluginError, Sink, hookimpl
+from streamkit import Aggregator, Pipeline, PluginError, hookimpl
 from streamkit import hookspecs
 from streamkit.cli import main
 from streamkit.plugins import build_registry, get_plugin_manager

@@ -27,7 +27,7 @@ class DurableProducer:
             self.producer = construct(KafkaProducer, acks="all", **settings, **client_config(options))
         except KafkaError as exc:
             raise KafkaUnavailable(unreachable(what, options, exc)) from None
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError):
             if compression in COMPRESSION_PACKAGES:
                 raise KafkaUnavailable(f"{what}: compression {compression!r} needs the Python package "
                                        f"{COMPRESSION_PACKAGES[compression]}") from None

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import (AutoReconnect, BulkWriteError, ConnectionFailure, NetworkTimeout,
-                            OperationFailure, ServerSelectionTimeoutError)
+                            ServerSelectionTimeoutError)
 
 from streamkit import Duration, Option, Sink, StreamkitError, hookimpl
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from typing import Any, Callable, Iterable
 
 import pytest
+
+# one private-server and port helper for every integration test
+from crashkit import MongoServer as PrivateMongo, free_port  # noqa: F401 (free_port: used by tests)
 
 HOW = 'start the servers with: eval "$(scripts/services up)"'
 
@@ -31,23 +30,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def unique(prefix: str) -> str:
     """A topic or database name no other test (or earlier run) uses."""
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, up: bool, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if (s.connect_ex(("127.0.0.1", port)) == 0) == up:
-                return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="session")
@@ -196,48 +178,6 @@ def mongo_db(mongo_uri: str):
     finally:
         client.drop_database(db.name)
         client.close()
-
-
-class PrivateMongo:
-    """A SecantusDB process of the test's own on a free port and a real data folder, so it
-    can be stopped and started again without disturbing tests that share the main server."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.uri = f"mongodb://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.log = open(os.path.join(folder, "server.log"), "ab")
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
-             "--storage-path", os.path.join(self.folder, "data"), "--log-level", "WARNING"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        if not wait_port(self.port, True, 30):
-            self.stop()
-            raise RuntimeError(f"SecantusDB did not listen on port {self.port} within 30s")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-        wait_port(self.port, False, 5)
-
-    def client(self) -> Any:
-        from pymongo import MongoClient
-        return MongoClient(self.uri, tz_aware=True, serverSelectionTimeoutMS=10000)
-
-    def close(self) -> None:
-        self.stop()
-        self.log.close()
 
 
 @pytest.fixture

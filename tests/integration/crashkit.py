@@ -41,7 +41,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_port(port: int, up: bool, timeout: float) -> bool:
+def wait_port(port: int, up: bool, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -69,7 +69,7 @@ class MongoServer:
             [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
              "--storage-path", os.path.join(self.folder, "data"), "--log-level", "WARNING"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        if not _wait_port(self.port, True, 30):
+        if not wait_port(self.port, True, 30):
             self.stop()
             raise RuntimeError(f"SecantusDB did not listen on port {self.port} within 30s")
 
@@ -84,7 +84,7 @@ class MongoServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
-        _wait_port(self.port, False, 5)
+        wait_port(self.port, False, 5)
 
     def client(self):
         from pymongo import MongoClient
