@@ -4,12 +4,46 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from typing import Sequence
+import traceback
+from typing import NoReturn, Sequence
 
 from . import __version__
 from .errors import StreamkitError
+from .options import check_max_events, check_run_duration
 from .plugins import KINDS, build_registry, get_plugin_manager
+
+BROKEN_PIPE = 141  # what a shell reports for a command ended by SIGPIPE
+
+
+class UsageError(StreamkitError):
+    """A command line argparse rejects: one line, exit code 2, like every bad input."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _max_events(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    try:
+        if value is None:
+            raise ValueError(f"expected a whole number of records, at least 0, got {text!r}")
+        return check_max_events(value)  # type: ignore[return-value]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace(repr(value), repr(text))) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return check_run_duration(text)  # type: ignore[return-value]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -56,16 +90,17 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamkit", description="Real-time stream aggregation pipelines.")
+    parser = _Parser(prog="streamkit", description="Real-time stream aggregation pipelines.")
     parser.add_argument("--version", action="version", version=f"streamkit {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a pipeline")
     run.add_argument("file", help="pipeline YAML file")
-    run.add_argument("--max-events", type=int, metavar="N",
+    run.add_argument("--max-events", type=_max_events, metavar="N",
                      help="stop after exactly N source records were processed and flushed")
-    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    run.add_argument("--duration", type=_duration, metavar="SECONDS",
+                     help="stop after this many seconds (or a duration such as 10m)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override an option, e.g. --set source.rate=0 (repeatable)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress line")
@@ -87,9 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    verbose = False
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        verbose = args.verbose > 0
         level = logging.WARNING - 10 * min(args.verbose, 2)
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if not getattr(args, "func", None):
@@ -97,8 +134,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(args.func(args) or 0)
     except StreamkitError as exc:
-        print(f"streamkit: error: {exc}", file=sys.stderr)
+        if verbose:
+            traceback.print_exc()
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"streamkit: error: {message}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`streamkit plugins | head`): stop quietly, as other tools do.
+        # Later writes to stdout (the interpreter flushes it at exit) go nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE
     except KeyboardInterrupt:
         print("streamkit: interrupted", file=sys.stderr)
         return 130

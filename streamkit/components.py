@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from base64 import b64encode as _b64encode
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Mapping, Protocol
 
@@ -50,11 +51,20 @@ class DeadLetter:
     record: Any
 
     def to_json(self) -> dict:
+        """JSON-ready form. Bytes that are not UTF-8 are shown with replacement characters under
+        ``record`` and kept exactly under ``record_base64``."""
         rec = self.record
-        if isinstance(rec, (bytes, bytearray)):
-            rec = rec.decode("utf-8", "replace")
-        return {"partition": self.partition, "position": self.position,
-                "reason": self.reason, "record": rec}
+        raw = None
+        if isinstance(rec, (bytes, bytearray, memoryview)):
+            try:
+                rec = bytes(rec).decode("utf-8")
+            except UnicodeDecodeError:
+                raw = _b64encode(bytes(rec)).decode("ascii")
+                rec = bytes(rec).decode("utf-8", "replace")
+        out = {"partition": self.partition, "position": self.position, "reason": self.reason, "record": rec}
+        if raw is not None:
+            out["record_base64"] = raw
+        return out
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .aggregation import AggregationSpec
-from .errors import ConfigError
+from .errors import ConfigError, PluginError
 from .options import Duration, Option, OneOf, check_options, closest
 from .plugins import Registry, build_registry, get_plugin_manager, load_module_plugin
 from .windows import parse_window
@@ -141,10 +141,8 @@ def build_spec(loc: Located, *, plugin_manager=None) -> PipelineSpec:
     for i, mod in enumerate(module_names):
         try:
             load_module_plugin(pm, mod, search=base)
-        except ImportError as exc:
-            raise loc.error(("plugins", i), f"cannot import plugin module {mod!r}: {exc}") from None
-        except ValueError as exc:  # pluggy: misspelled hook names and the like
-            raise loc.error(("plugins", i), f"plugin module {mod!r} is not a valid plugin: {exc}") from None
+        except PluginError as exc:  # not found, raised or bad syntax on import, a misspelled hook
+            raise loc.error(("plugins", i), str(exc)) from None
     registry = build_registry(pm)
     known_top = TOP_LEVEL + sorted(registry.sections)
     for key in data:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
 from typing import Any, Callable, Mapping
 
@@ -23,21 +24,67 @@ REQUIRED: Any = _Required()
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+#: the longest duration any option (window, hop, flush interval, timeout) accepts: ten years
+MAX_DURATION = 3650 * 86400.0
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from ``1.5``, ``"500ms"``, ``"10s"``, ``"1m"``, ``"2h"`` or ``"1d"``."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 10s, 1m or 500ms")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("expected a duration that is not negative")
-        return float(value)
-    if isinstance(value, str):
+    """Seconds from ``1.5``, ``"500ms"``, ``"10s"``, ``"1m"``, ``"2h"`` or ``"1d"``.
+
+    Not negative, not NaN or infinite, and at most :data:`MAX_DURATION` (``3650d``), so
+    that every time computed from it (window starts, deadlines) stays representable.
+    """
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond any float
+            seconds = math.inf
+    elif isinstance(value, str):
         m = _DURATION.match(value)
         if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError(f"expected a duration such as 10s, 1m or 500ms, got {value!r}")
+            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds is None or math.isnan(seconds):
+        raise ValueError(f"expected a duration such as 10s, 1m or 500ms, got {value!r}")
+    if seconds < 0:
+        raise ValueError(f"expected a duration that is not negative, got {value!r}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"expected a duration of at most 3650d (ten years), got {value!r}")
+    return seconds
+
+
+def check_max_events(value: Any) -> int | None:
+    """``max_events`` of a run: None, or a whole number of records, at least 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number of records, at least 0, got {value!r}")
+    return value
+
+
+def check_run_duration(value: Any) -> float | None:
+    """``duration`` of a run: None, or seconds (a number or a duration such as ``10m``),
+    finite, not negative and at most :data:`MAX_DURATION`."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+    elif isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                return parse_duration(value)
+            except ValueError:
+                raise ValueError(f"expected a number of seconds or a duration such as 10m, got {value!r}") from None
+    else:
+        raise ValueError(f"expected a number of seconds, got {value!r}")
+    if not 0 <= seconds <= MAX_DURATION:  # also NaN
+        raise ValueError(f"expected a number of seconds from 0 to {MAX_DURATION:.0f} (3650d), got {value!r}")
+    return seconds
 
 
 class Duration:
@@ -88,10 +135,16 @@ def _convert(kind: Any, value: Any) -> Any:
         return kind.convert(value)
     if kind is object:
         return value
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
     if kind in (int, float) and isinstance(value, bool):
         raise ValueError(f"expected {_type_name(kind)}, got {value!r}")
+    if kind is float and isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):  # NaN passes every min/max comparison; inf overflows later
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return number
     if isinstance(value, kind):
         return value
     raise ValueError(f"expected {_type_name(kind)}, got {_describe(value)}")

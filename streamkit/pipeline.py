@@ -11,6 +11,7 @@ from .components import Context
 from .config import PipelineSpec, build_spec
 from .engine import Engine, RunResult
 from .errors import PluginError, StreamkitError
+from .options import check_max_events, check_run_duration
 from .plugins import get_plugin_manager
 from .progress import Progress
 from .yamlfile import Located, apply_overrides, load, load_file
@@ -91,7 +92,18 @@ class Pipeline:
     def run(self, *, max_events: int | None = None, duration: float | None = None,
             progress: bool | Progress = False) -> RunResult:
         """Run until the source ends, ``max_events`` records were processed and flushed,
-        ``duration`` seconds passed, or :meth:`stop` / SIGINT / SIGTERM. Always flushes last."""
+        ``duration`` seconds passed, or :meth:`stop` / SIGINT / SIGTERM. Always flushes last.
+
+        A negative, fractional or non-number ``max_events``, or a negative, NaN or infinite
+        ``duration``, raises :class:`ValueError` before anything starts."""
+        try:
+            max_events = check_max_events(max_events)
+        except ValueError as exc:
+            raise ValueError(f"max_events: {exc}") from None
+        try:
+            duration = check_run_duration(duration)
+        except ValueError as exc:
+            raise ValueError(f"duration: {exc}") from None
         spec = self.spec
         self.source = self._instantiate(spec.source)
         self.sinks = [self._instantiate(s) for s in spec.sinks]

@@ -21,6 +21,7 @@ import pluggy
 from . import hookspecs
 from .components import Aggregator, AlertDestination, DeadLetterDestination, Sink, Source
 from .errors import PluginError
+from .options import closest
 
 GROUP = "streamkit"
 _pm: pluggy.PluginManager | None = None
@@ -57,7 +58,11 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             module = ep.load()
         except Exception as exc:  # a broken third-party plugin must name itself
             raise PluginError(f"plugin {ep.name!r} ({dist}) failed to load: {type(exc).__name__}: {exc}") from None
-        pm.register(module, name=ep.name)
+        try:
+            pm.register(module, name=ep.name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {ep.name!r} ({dist}) is not a valid plugin: {_one_line(exc)}") from None
+        _check_hooks(pm, module, f"plugin {ep.name!r} ({dist})")
         _PROVENANCE[ep.name] = (dist, ep.dist.version if ep.dist else "")
 
 
@@ -67,26 +72,78 @@ _PROVENANCE: dict[str, tuple[str, str]] = {}
 def load_module_plugin(pm: pluggy.PluginManager, name: str, search: str | None = None) -> ModuleType:
     """Import and register a module named under a pipeline's ``plugins:`` key (idempotent).
 
-    ``search`` (the pipeline file's folder) is tried after the normal import path.
+    ``search`` (the pipeline file's folder) is tried after the normal import path. Any
+    failure — not found, an error or a syntax error while importing, a misspelled hook —
+    is a :class:`PluginError` of one line naming the module (and its file and line).
     """
     existing = pm.get_plugin(name)
     if existing is not None:
         return existing
     try:
-        module = importlib.import_module(name)
+        module = _import(name, search)
+    except SyntaxError as exc:
+        raise PluginError(f"cannot import plugin module {name!r}: {exc.filename}:{exc.lineno}: "
+                          f"syntax error: {exc.msg}") from None
     except ModuleNotFoundError as exc:
-        if search is None or exc.name != name.split(".")[0]:
-            raise
-        sys.path.append(search)
-        try:
-            module = importlib.import_module(name)
-        finally:
-            sys.path.remove(search)
-    pm.register(module, name=name)
-    pm.check_pending()
+        if exc.name != name.split(".")[0] and exc.name != name:  # the module itself imports something missing
+            raise PluginError(f"cannot import plugin module {name!r}: {exc}{_where(exc)}") from None
+        raise PluginError(f"cannot import plugin module {name!r}: {exc}") from None
+    except Exception as exc:
+        raise PluginError(f"cannot import plugin module {name!r}: {type(exc).__name__}: {exc}{_where(exc)}") from None
+    try:
+        pm.register(module, name=name)
+    except pluggy.PluginValidationError as exc:  # a known hook with arguments its spec does not offer
+        raise PluginError(f"plugin module {name!r} is not a valid plugin: {_one_line(exc)}") from None
+    try:
+        _check_hooks(pm, module, f"plugin module {name!r}")
+    except PluginError:
+        pm.unregister(module)
+        raise
     version = getattr(module, "__version__", "")
     _PROVENANCE.setdefault(name, (f"module {name}", version))
     return module
+
+
+def _import(name: str, search: str | None) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if search is None or exc.name != name.split(".")[0]:
+            raise
+    sys.path.append(search)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(search)
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at file:line)`` of the innermost frame that raised ``exc``."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
+
+
+def _check_hooks(pm: pluggy.PluginManager, plugin: Any, label: str) -> None:
+    """pluggy's ``check_pending`` for one plugin, with a message naming the hook and the closest known one."""
+    known = sorted(n for n in vars(pm.hook) if not n.startswith("_") and getattr(pm.hook, n).has_spec())
+    for hook_name in sorted(vars(pm.hook)):
+        caller = getattr(pm.hook, hook_name)
+        if hook_name.startswith("_") or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and not impl.optionalhook:
+                code = getattr(impl.function, "__code__", None)
+                where = f" ({code.co_filename}:{code.co_firstlineno})" if code else ""
+                raise PluginError(f"{label}{where}: unknown hook {hook_name!r}"
+                                  f"{closest(hook_name, known) or '; known hooks: ' + ', '.join(known)}")
 
 
 @dataclass

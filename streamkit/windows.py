@@ -72,9 +72,16 @@ class Hopping(Window):
 
 ALL_TIME = Window()
 
+#: a hopping window puts each record in ceil(size / hop) windows: one delta each, per flush
+MAX_WINDOWS_PER_RECORD = 100
+
 
 def parse_window(value: Any) -> Window:
-    """``None`` -> all-time; ``"1m"`` -> tumbling; ``{size: 5m, hop: 1m}`` -> hopping."""
+    """``None`` -> all-time; ``"1m"`` -> tumbling; ``{size: 5m, hop: 1m}`` -> hopping.
+
+    A hopping window whose size is more than :data:`MAX_WINDOWS_PER_RECORD` hops is refused:
+    every record would be added to that many windows.
+    """
     if value is None or value == "all":
         return ALL_TIME
     if isinstance(value, dict):
@@ -89,8 +96,14 @@ def parse_window(value: Any) -> Window:
             raise ValueError("window size and hop must be positive")
         if hop > size:
             raise ValueError("window hop must not exceed its size")
+        count = math.ceil(size / hop)
+        if count > MAX_WINDOWS_PER_RECORD:
+            raise ValueError(f"size/hop is {size / hop:.6g}: every record would fall into {count:,} windows; "
+                             f"at most {MAX_WINDOWS_PER_RECORD} are allowed (make hop at least "
+                             f"{size / MAX_WINDOWS_PER_RECORD:g}s)")
         return Tumbling(size) if hop == size else Hopping(size, hop)
     size = parse_duration(value)
     if size <= 0:
         raise ValueError("window size must be positive")
     return Tumbling(size)
+

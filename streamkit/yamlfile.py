@@ -60,32 +60,76 @@ def _interpolate(text: str, path: tuple, fail) -> str:
     return _VAR.sub(sub, text)
 
 
-def _build(node: yaml.Node, path: tuple, lines: dict, fail, env: bool) -> Any:
+#: values an alias may bring in, all aliases of a file together: a pipeline file needs few,
+#: and nested aliases grow exponentially ("billion laughs")
+MAX_ALIAS_NODES = 10_000
+
+
+class _Expansion:
+    """What one load has built so far: to refuse recursive aliases and alias bombs."""
+
+    def __init__(self) -> None:
+        self.built: set[int] = set()   # nodes built once: meeting one again means an alias
+        self.open: set[int] = set()    # nodes being built: meeting one of these means a recursive alias
+        self.aliased = 0               # values built again because an alias named them
+
+
+def _build(node: yaml.Node, path: tuple, lines: dict, fail, env: bool,
+           seen: _Expansion | None = None, via_alias: bool = False) -> Any:
+    if seen is None:
+        seen = _Expansion()
+    ident = id(node)
+    if ident in seen.open:
+        raise fail(path, "a YAML alias refers to a value that contains it (a recursive alias)")
+    if ident in seen.built:
+        via_alias = True
+    if via_alias:
+        seen.aliased += 1
+        if seen.aliased > MAX_ALIAS_NODES:
+            raise fail(path, f"YAML aliases expand to more than {MAX_ALIAS_NODES:,} values; "
+                             f"write the values out or use fewer aliases")
     lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict = {}
-        for key_node, value_node in node.value:
-            key = _build(key_node, path + ("<key>",), {}, fail, env=False)
-            if not isinstance(key, (str, int)):
-                raise fail(path, f"keys must be strings, got {key!r}")
-            if key in out:
+    if isinstance(node, yaml.ScalarNode):
+        seen.built.add(ident)
+        return _scalar_value(node, path, fail, env)
+    seen.open.add(ident)
+    try:
+        if isinstance(node, yaml.MappingNode):
+            out: dict = {}
+            for key_node, value_node in node.value:
+                key = _build(key_node, path + ("<key>",), {}, fail, False, seen, via_alias)
+                if not isinstance(key, (str, int)):
+                    raise fail(path, f"keys must be strings, got {key!r}")
+                if key in out:
+                    lines[path + (key,)] = key_node.start_mark.line + 1
+                    raise fail(path + (key,), "duplicate key")
+                out[key] = _build(value_node, path + (key,), lines, fail, env, seen, via_alias)
                 lines[path + (key,)] = key_node.start_mark.line + 1
-                raise fail(path + (key,), "duplicate key")
-            out[key] = _build(value_node, path + (key,), lines, fail, env)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, path + (i,), lines, fail, env) for i, item in enumerate(node.value)]
-    value = _scalar(node)
+            return out
+        return [_build(item, path + (i,), lines, fail, env, seen, via_alias) for i, item in enumerate(node.value)]
+    finally:
+        seen.open.discard(ident)
+        seen.built.add(ident)
+
+
+def _scalar_value(node: yaml.ScalarNode, path: tuple, fail, env: bool) -> Any:
+    try:
+        value = _scalar(node)
+    except (ValueError, OverflowError) as exc:  # 2026-02-30, an integer of 5,000 digits, ...
+        raise fail(path, f"cannot read {_short(node.value)}: {str(exc).split(';')[0]}") from None
     if env and isinstance(value, str) and "${" in value:
         text = _interpolate(value, path, fail)
         if node.style is None:  # plain scalar: let YAML type the substituted text (${RATE:-0} is a number)
             try:
                 return yaml.safe_load(text) if text.strip() else None
-            except yaml.YAMLError:
+            except (yaml.YAMLError, ValueError, OverflowError):
                 return text
         return text
     return value
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
 
 
 _loader_for_scalars = yaml.SafeLoader("")
@@ -109,21 +153,35 @@ def load(text: str, file: str | None = None, env: bool = True) -> Located:
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigError(f"YAML syntax error: {problem}", file=file,
                           line=mark.line + 1 if mark else None) from None
+    except yaml.reader.ReaderError as exc:  # a control character: most likely not a text file at all
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        raise ConfigError(f"not a YAML text file: character #x{exc.character:04x} at position {exc.position} "
+                          f"is not allowed", file=file, line=line) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"YAML syntax error: {exc}", file=file) from None
+        raise ConfigError(f"YAML syntax error: {' '.join(str(exc).split())}", file=file) from None
+    except RecursionError:
+        raise ConfigError("YAML nested too deeply", file=file) from None
     if node is None:
         located.data = None
         return located
-    located.data = _build(node, (), located.lines, fail, env)
+    try:
+        located.data = _build(node, (), located.lines, fail, env)
+    except RecursionError:
+        raise ConfigError("YAML nested too deeply", file=file) from None
     return located
 
 
 def load_file(path: str, env: bool = True) -> Located:
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except OSError as exc:
         raise ConfigError(f"cannot read the pipeline file: {exc.strerror}", file=path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not a YAML text file: byte 0x{raw[exc.start]:02x} at offset {exc.start} is not UTF-8",
+                          file=path, line=raw.count(b"\n", 0, exc.start) + 1) from None
     return load(text, file=path, env=env)
 
 
@@ -135,7 +193,7 @@ def apply_overrides(located: Located, overrides: list[str]) -> None:
         dotted, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, OverflowError, RecursionError):
             value = raw
         parts: list = [int(p) if p.isdigit() else p for p in dotted.split(".")]
         if not all(str(p) for p in parts):

@@ -16,8 +16,10 @@ The core knows nothing of this: it is a section, three lifecycle hooks and a com
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
+import sys
 import weakref
 from typing import Any
 
@@ -104,18 +106,21 @@ def startup(pipeline) -> None:
 
     sink = mongo_sink(pipeline, cfg["sink"], "dashboard")
     running = _Running()
+    # A client of its own: the final status is written at shutdown, after the sink closed its client.
+    uri = sink.config["uri"]
+    running.owns_client = not uri.startswith("mongomock://")
+    running.client = connect(uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000) \
+        if running.owns_client else connect(uri)
+    db = running.client[sink.config["database"]]
     if cfg["serve"]:
-        uri = sink.config["uri"]
-        running.owns_client = not uri.startswith("mongomock://")
-        running.client = connect(uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000) \
-            if running.owns_client else connect(uri)
-        store = DashboardStore(running.client[sink.config["database"]], sink.config["collection"],
+        store = DashboardStore(db, sink.config["collection"],
                                fields=_fields(cfg), metas=[AggMeta.from_spec(a) for a in pipeline.aggregations])
         running.server = DashboardServer(store, host=cfg["host"], port=cfg["port"], token=cfg["auth_token"],
                                          refresh=cfg["refresh"], title=pipeline.name)
         running.server.start()
         echo(f"dashboard: {running.server.url}" + (" (requests need the token)" if cfg["auth_token"] else ""))
-    running.status = StatusWriter(pipeline, sink, document_id)
+        warn_if_open(cfg["host"], cfg["auth_token"])
+    running.status = StatusWriter(pipeline, sink, document_id, db=db)
     try:
         running.status.start()
     except Exception:
@@ -137,6 +142,23 @@ def shutdown(pipeline, result) -> None:
     if running is not None:
         running.status.stop(result)
         _stop(running)
+
+
+def warn_if_open(host: str, token: str | None, how: str = "dashboard.auth_token") -> None:
+    """One line on stderr when the dashboard listens beyond this machine without a token."""
+    if token or is_loopback(host):
+        return
+    echo(f"streamkit: warning: the dashboard listens on {host} without a token: anyone who can reach this "
+         f"machine can read it (set {how})", file=sys.stderr)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _stop(running: _Running) -> None:

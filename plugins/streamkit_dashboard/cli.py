@@ -15,6 +15,8 @@ from .store import DashboardStore
 def run_standalone(args: argparse.Namespace) -> int:
     from streamkit_mongodb import connect
 
+    from . import warn_if_open
+
     uri = args.mongo_uri
     mock = uri.startswith("mongomock://")
     client = connect(uri) if mock else connect(uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000)
@@ -28,6 +30,7 @@ def run_standalone(args: argparse.Namespace) -> int:
         server = DashboardServer(store, host=args.host, port=args.port, token=args.auth_token,
                                  refresh=args.refresh, title=f"{args.database}.{args.collection}")
         server.bind()
+        warn_if_open(args.host, args.auth_token, "--auth-token or $DASHBOARD_TOKEN")
         echo(f"dashboard: {server.url} — {args.database}.{args.collection} at {uri}"
              + (" (requests need the token)" if args.auth_token else "") + "; Ctrl-C stops it")
         server.serve()

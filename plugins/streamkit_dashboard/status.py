@@ -74,13 +74,16 @@ def _retry(what: str, fn: Callable[[], Any], tries: int = 3) -> bool:
 class StatusWriter:
     """Called by the pipeline's hooks: ``start`` (startup), ``flushed`` (writer thread), ``stop``."""
 
-    def __init__(self, pipeline: Any, sink: Any, document_id: Callable[..., str]) -> None:
+    def __init__(self, pipeline: Any, sink: Any, document_id: Callable[..., str], db: Any = None) -> None:
         self.pipeline = pipeline
         self.sink = sink
         self.document_id = document_id
-        self.coll = sink.coll
+        # ``db``: the sink's database through a client of the dashboard's own, which stays open
+        # for the final status after the sink closed its client
+        db = sink.db if db is None else db
         self.collection = sink.config["collection"]
-        self.status = sink.db[STATUS_COLLECTION]
+        self.coll = db[self.collection]
+        self.status = db[STATUS_COLLECTION]
         self.metas = [AggMeta.from_spec(a) for a in pipeline.aggregations]
         self.additive = {m.name: [f for f in ADDITIVE if f in m.fields] for m in self.metas}
         host = socket.gethostname()

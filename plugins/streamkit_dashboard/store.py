@@ -73,7 +73,10 @@ def parse_window(value: str) -> dt.datetime:
     except ValueError:
         raise QueryError(f"window must be 'latest', an ISO-8601 window start or epoch seconds, "
                          f"got {value!r}") from None
-    return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
+    try:
+        return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is in year 10000 in UTC
+        raise QueryError(f"window must be a time from year 1 to 9999 in UTC, got {value!r}") from None
 
 
 def _number(value: Any) -> Any:
@@ -252,7 +255,10 @@ class DashboardStore:
         docs = [] if meta.windowed and start is None else self._sorted(meta, sort, limit, order == "asc", start)
         end = None
         if start is not None and meta.window_size:
-            end = _date(epoch(start) + meta.window_size)
+            try:
+                end = _date(epoch(start) + meta.window_size)
+            except (ValueError, OverflowError, OSError):  # a window that ends after year 9999
+                end = None
         keys = None
         if not meta.windowed:
             keys = self.totals(meta, self.counters())["keys"]

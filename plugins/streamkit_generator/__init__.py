@@ -17,14 +17,21 @@ BLOCK = 1024
 PARTITION = "generator/0"
 DEFAULT_TYPES = {"view": 0.5, "click": 0.3, "like": 0.1, "share": 0.05, "purchase": 0.05}
 MALFORMED_KINDS = ("missing user_id", "non-numeric duration_ms", "bad timestamp", "user_id is a list")
+#: every user and item id is kept in memory (about 200 bytes each), so their numbers are bounded
+MAX_POPULATION = 1_000_000
+MAX_BATCH = 1_000_000
+MAX_SKEW = 10.0  # rank ** skew must stay a float for a million ranks
+MAX_DURATION_MEAN = 1e12  # milliseconds: keeps duration_ms far inside 64-bit integers
+MAX_WEIGHT = 1e12  # interaction type weights are relative: their sum stays a finite float
 
 
 def _check_types(value: dict) -> dict:
     if not value:
         raise ValueError("expected at least one interaction type")
     for k, w in value.items():
-        if not isinstance(k, str) or isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0:
-            raise ValueError(f"expected type names with positive weights, got {k!r}: {w!r}")
+        if not isinstance(k, str) or isinstance(w, bool) or not isinstance(w, (int, float)) \
+                or not 0 < w <= MAX_WEIGHT:
+            raise ValueError(f"expected type names with positive weights up to {MAX_WEIGHT:g}, got {k!r}: {w!r}")
     return value
 
 
@@ -40,18 +47,20 @@ class Generator(Source):
 
     options = {
         "seed": Option(int, 42, "random seed; record n depends only on seed and n"),
-        "users": Option(int, 1000, "distinct users", min=1),
-        "items": Option(int, 200, "distinct items", min=1),
+        "users": Option(int, 1000, "distinct users", min=1, max=MAX_POPULATION),
+        "items": Option(int, 200, "distinct items", min=1, max=MAX_POPULATION),
         "interaction_types": Option(dict, DEFAULT_TYPES, "type -> relative weight", check=_check_types),
-        "skew": Option(float, 1.1, "Zipf exponent for users and items (0 = uniform)", min=0),
+        "skew": Option(float, 1.1, "Zipf exponent for users and items (0 = uniform)", min=0,
+                       max=MAX_SKEW),
         "rate": Option(float, 2000.0, "records per second (0 = as fast as possible)", min=0),
         "max_records": Option(int, None, "stop after this many records in all", min=0),
         "start_time": Option(object, "2026-01-01T00:00:00Z", "event time of record 0 (ISO-8601 or epoch s)",
                              check=_check_time),
         "time_step": Option(Duration, None, "event time between records (default 1/rate, or 1ms at rate 0)"),
-        "duration_ms_mean": Option(float, 300.0, "mean of duration_ms (exponential)", min=1),
+        "duration_ms_mean": Option(float, 300.0, "mean of duration_ms (exponential)", min=1,
+                                   max=MAX_DURATION_MEAN),
         "malformed_ratio": Option(float, 0.0, "share of records made bad on purpose", min=0, max=1),
-        "batch_size": Option(int, 1000, "records per batch at most", min=1),
+        "batch_size": Option(int, 1000, "records per batch at most", min=1, max=MAX_BATCH),
     }
 
     def __init__(self, config: dict, context: Any) -> None:

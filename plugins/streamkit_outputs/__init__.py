@@ -9,9 +9,40 @@ from typing import Any
 
 import orjson
 
-from streamkit import DeadLetterDestination, Duration, OneOf, Option, Sink, echo, hookimpl
+from streamkit import (ConfigError, DeadLetterDestination, Duration, OneOf, Option, Sink, StreamkitError, echo,
+                       hookimpl)
 
 log = logging.getLogger("streamkit.dead_letters")
+
+
+class OutputError(StreamkitError):
+    """A file that opened could not be written (disk full, I/O error): a runtime failure."""
+
+    exit_code = 1
+
+
+def open_append(component: Any) -> Any:
+    """Open ``component.config["path"]`` for appending; a path that cannot be is bad input,
+    reported as one line naming the pipeline file, the key and the path."""
+    path = component.config["path"]
+    try:
+        return open(path, "ab")
+    except OSError as exc:
+        pipeline = component.context.pipeline
+        raise ConfigError(f"cannot append to {path!r}: {exc.strerror or exc}",
+                          file=pipeline.spec.file if pipeline is not None else None,
+                          key=f"{component.context.name}.path") from None
+
+
+def append(component: Any, fh: Any, data: bytes) -> None:
+    """Append ``data`` and make it durable; an I/O error is one line naming the key and path."""
+    try:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    except OSError as exc:
+        raise OutputError(f"{component.context.name}.path: cannot write to {component.config['path']!r}: "
+                          f"{exc.strerror or exc}") from None
 
 
 def _delta_json(delta: Any) -> dict:
@@ -85,14 +116,12 @@ class JsonlSink(Sink):
     options = {"path": Option(str, help="file to append to")}
 
     def open(self) -> None:
-        self.fh = open(self.config["path"], "ab")
+        self.fh = open_append(self)
 
     def write(self, flush: Any) -> None:
         lines = [orjson.dumps({"flush": flush.seq, **_delta_json(d)}, default=str) for d in flush.deltas()]
         if lines:
-            self.fh.write(b"\n".join(lines) + b"\n")
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
+            append(self, self.fh, b"\n".join(lines) + b"\n")
 
     def close(self) -> None:
         if getattr(self, "fh", None):
@@ -143,12 +172,10 @@ class JsonlDeadLetters(DeadLetterDestination):
     options = {"path": Option(str, help="file to append to")}
 
     def open(self) -> None:
-        self.fh = open(self.config["path"], "ab")
+        self.fh = open_append(self)
 
     def write(self, letters: list) -> None:
-        self.fh.write(b"".join(orjson.dumps(dl.to_json(), default=str) + b"\n" for dl in letters))
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        append(self, self.fh, b"".join(orjson.dumps(dl.to_json(), default=str) + b"\n" for dl in letters))
 
     def close(self) -> None:
         if getattr(self, "fh", None):
