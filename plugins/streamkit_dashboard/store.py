@@ -62,6 +62,18 @@ def _date(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, UTC)
 
 
+_FIRST = dt.datetime.min.replace(tzinfo=UTC)
+_LAST = dt.datetime.max.replace(tzinfo=UTC)
+
+
+def _bound(ts: float) -> dt.datetime:
+    """A query bound: ``_date``, but a time before year 1 or after year 9999 is the first or last one."""
+    try:
+        return _date(ts)
+    except (ValueError, OverflowError, OSError):
+        return _FIRST if ts < 0 else _LAST
+
+
 def parse_window(value: str) -> dt.datetime:
     """A window start from ISO-8601 (UTC unless a zone is given) or epoch seconds."""
     try:
@@ -211,10 +223,10 @@ class DashboardStore:
         ``(aggregation, window.start)`` index; ranges are tried narrow first, as in :meth:`_sorted`."""
         step = meta.step or 60.0
         if before is not None:
-            tries = [{"$lt": before, "$gte": _date(epoch(before) - 10 * step)}, {"$lt": before}]
+            tries = [{"$lt": before, "$gte": _bound(epoch(before) - 10 * step)}, {"$lt": before}]
             direction = -1
         elif after is not None:
-            tries = [{"$gt": after, "$lte": _date(epoch(after) + 10 * step)}, {"$gt": after}]
+            tries = [{"$gt": after, "$lte": _bound(epoch(after) + 10 * step)}, {"$gt": after}]
             direction = 1
         else:
             known = self._latest.get(meta.name)  # window starts only grow
