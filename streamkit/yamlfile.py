@@ -116,7 +116,10 @@ def _scalar_value(node: yaml.ScalarNode, path: tuple, fail, env: bool) -> Any:
     try:
         value = _scalar(node)
     except (ValueError, OverflowError) as exc:  # 2026-02-30, an integer of 5,000 digits, ...
-        raise fail(path, f"cannot read {_short(node.value)}: {str(exc).split(';')[0]}") from None
+        reason = str(exc).split(";")[0]
+        if "integer string conversion" in reason:  # Python's limit, worded differently by version
+            reason = "too many digits for an integer"
+        raise fail(path, f"cannot read {_short(node.value)}: {reason}") from None
     if env and isinstance(value, str) and "${" in value:
         text = _interpolate(value, path, fail)
         if node.style is None:  # plain scalar: let YAML type the substituted text (${RATE:-0} is a number)
