@@ -1,13 +1,11 @@
 """Helpers for the crash, fault and scale-out tests: a private MongoDB-wire server, ``streamkit run``
 subprocesses that get killed, and an independent truth to compare the stored documents with.
 
-The truth is plain Python over the input records (no streamkit code): group, window by
-``floor(t / size) * size``, count / sum / avg / min / max. Documents are compared by
-(aggregation, group key, window start in ms), every field exactly.
+The truth is tests/truth.py (plain Python over the input records, no streamkit code); its
+``truth``, ``stored`` and ``diff`` are re-exported here for the crash tests.
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import shutil
@@ -17,14 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import pytest
 
-FIELDS = {"count": ("count",), "sum": ("sum",), "avg": ("avg", "sum", "count"), "min": ("min",),
-          "max": ("max",)}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the one reference truth
+from truth import as_pipeline, diff, stored, truth  # noqa: E402,F401 (re-exported for the crash tests)
 
 
 def seed_for(name: str) -> int:
@@ -283,87 +280,10 @@ def generator_records(source: dict, n: int) -> list[dict]:
     return gen.records(0, n)
 
 
-def _window_ms(start: float) -> int:
-    return int(round(start * 1000))
-
-
-def truth(records: Iterable[dict], aggregations: list[dict]) -> dict:
-    """Expected documents: {(aggregation, key items, window start ms or None): {field: value}}.
-
-    ``aggregations`` use the pipeline-file shape; a window is a number of seconds."""
-    out: dict = {}
-    records = list(records)
-    for agg in aggregations:
-        kind, name, fld = agg["type"], agg["name"], agg.get("field")
-        size = agg.get("window")
-        groups: dict = defaultdict(list)
-        for r in records:
-            key = tuple((g, r[g]) for g in sorted(agg.get("group_by", [])))
-            start = None
-            if size is not None:
-                start = _window_ms(math.floor(r[agg.get("time_field", "timestamp")] / size) * size)
-            groups[(name, key, start)].append(r[fld] if fld else 1)
-        for k, values in groups.items():
-            if kind == "count":
-                doc = {"count": len(values)}
-            elif kind == "sum":
-                doc = {"sum": sum(values)}
-            elif kind == "avg":
-                doc = {"sum": sum(values), "count": len(values), "avg": sum(values) / len(values)}
-            elif kind == "min":
-                doc = {"min": min(values)}
-            elif kind == "max":
-                doc = {"max": max(values)}
-            else:
-                raise ValueError(f"no truth for aggregation type {kind!r}")
-            out[k] = doc
-    return out
-
-
-def stored(collection, aggregations: list[dict]) -> dict:
-    """The documents in ``collection``, in the shape :func:`truth` returns."""
-    kinds = {a["name"]: a["type"] for a in aggregations}
-    out: dict = {}
-    for doc in collection.find({}):
-        name = doc.get("aggregation")
-        start = (doc.get("window") or {}).get("start")
-        key = (name, tuple(sorted((doc.get("key") or {}).items())),
-               None if start is None else _window_ms(start.timestamp()))
-        fields = FIELDS.get(kinds.get(name, ""), ())
-        out[key] = {f: doc.get(f) for f in fields} if fields else {"unknown aggregation": doc}
-    return out
-
-
-def diff(expected: dict, actual: dict, limit: int = 15) -> str:
-    """A readable difference, '' when the documents are exactly the expected ones."""
-    lines = []
-    missing = [k for k in expected if k not in actual]
-    extra = [k for k in actual if k not in expected]
-    wrong = [k for k in expected if k in actual and expected[k] != actual[k]]
-    if not (missing or extra or wrong):
-        return ""
-    lines.append(f"{len(expected)} documents expected, {len(actual)} stored: {len(missing)} missing, "
-                 f"{len(extra)} unexpected, {len(wrong)} with wrong values")
-    for k in sorted(wrong, key=repr)[:limit]:
-        lines.append(f"  differs  {_fmt(k)}: expected {expected[k]}, stored {actual[k]}")
-    for k in sorted(missing, key=repr)[:limit]:
-        lines.append(f"  missing  {_fmt(k)}: expected {expected[k]}")
-    for k in sorted(extra, key=repr)[:limit]:
-        lines.append(f"  extra    {_fmt(k)}: stored {actual[k]}")
-    return "\n".join(lines)
-
-
-def _fmt(k: tuple) -> str:
-    name, key, start = k
-    w = "" if start is None else f" window {time.strftime('%H:%M:%S', time.gmtime(start / 1000))}"
-    return f"{name} {dict(key)}{w}"
-
-
 def pipeline(name: str, source: dict, uri: str, database: str, aggregations: list[dict],
              flush: dict, delivery: str = "exactly_once") -> dict:
     """A pipeline file's content: ``source`` into the ``mongodb`` sink; windows in seconds."""
-    aggs = [{**a, "window": f"{a['window']}s"} if "window" in a else a for a in aggregations]
-    return {"name": name, "source": source, "aggregations": aggs,
+    return {"name": name, "source": source, "aggregations": as_pipeline(aggregations),
             "sinks": [{"type": "mongodb", "uri": uri, "database": database, "collection": "aggregations",
                        "connect_timeout": "2s", "retry_backoff_max": "0.5s"}],
             "flush": flush, "delivery": delivery}
