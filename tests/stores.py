@@ -42,6 +42,7 @@ def mongomock_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
     streamkit_mongodb.connect(f"mongomock://install-{uuid.uuid4().hex}")  # the fast path is in place now
     fast = collection.Collection._iter_documents
     monkeypatch.setattr(collection.Collection, "_iter_documents", fast.__wrapped__)
+    assert not hasattr(collection.Collection._iter_documents, "__wrapped__"), "the fast path is still on"
 
 
 @pytest.fixture(params=["fast", "mongomock", pytest.param("server", marks=pytest.mark.integration)])
