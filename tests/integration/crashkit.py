@@ -234,38 +234,91 @@ def runs(tmp_path):
         r.close()
 
 
+class Kills(list):
+    """What a :func:`kill_loop` did: a line per start (it is the list), how many kills landed on a
+    running process, and how many of those left a flush unfinished (an intent open)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.landed = 0
+        self.open_intents = 0
+
+    def summary(self) -> str:
+        return f"{self.landed} kills landed, {self.open_intents} of them with an intent open"
+
+
 def kill_loop(start: Callable[[], Run], rng: random.Random, kills: int, low: float, high: float,
-              after_kill: Callable[[], str] | None = None, timeout: float = 90.0,
-              until_killed: bool = False, ready: Callable[[], bool] | None = None) -> list[str]:
+              open_intents: Callable[[], Any], after_kill: Callable[[], str] | None = None,
+              timeout: float = 90.0, until_killed: bool = False,
+              ready: Callable[[], bool] | None = None,
+              progress: tuple[Callable[[], int], int] | None = None) -> Kills:
     """Start, kill -9 after a random delay in [low, high) seconds, ``kills`` times; then run to the
     end (unless ``until_killed``: a source that never ends is finished by the caller). With
-    ``ready``, the delay counts from when ``ready()`` is first true.
+    ``ready``, the delay counts from when ``ready()`` is first true. With ``progress`` (a
+    function giving the records stored so far, and the total), the i-th delay counts from when
+    that passes a random point of the i-th of ``kills + 1`` equal stretches, so the kills
+    spread over the whole input rather than piling up in its first flushes.
 
-    Returns a line per start saying what happened (for the failure message)."""
-    events: list[str] = []
+    ``open_intents()`` gives the unfinished flushes in the store (their intents; falsy for none).
+    A kill hits an open intent when, after it, intents are open that were not there before that
+    start: the killed process was in the middle of a flush. After the first kill, while no kill
+    has hit one yet, a kill waits past its delay until the process has one open, so the replay
+    of an interrupted flush is always tested. Fails when no kill landed (every process finished
+    first) or none hit an open intent; prints how many did.
+
+    Returns the lines saying what happened (for the failure message), with the counts."""
+    events = Kills()
     for i in range(kills):
+        before = open_intents()
         run = start()
         if ready is not None:
             wait_for("the process to take its partitions", lambda: ready() or not run.alive(), 60)
+        if progress is not None:
+            stored_so_far, total = progress
+            target = total * rng.uniform(i, i + 1) / (kills + 1)
+            wait_for(f"{target:.0f} records stored", lambda: stored_so_far() >= target or not run.alive(),
+                     timeout)
         delay = rng.uniform(low, high)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and run.alive():
             time.sleep(0.01)
+        aimed = i > 0 and events.open_intents == 0
+        if aimed:
+            give_up = time.monotonic() + 60
+            while run.alive() and not _new(open_intents(), before) and time.monotonic() < give_up:
+                time.sleep(0.002)
         if not run.alive():
             code = run.proc.wait()
             events.append(f"start {i + 1}: finished by itself (exit {code}) before the kill at {delay:.2f}s")
             assert code == 0, f"streamkit run failed (exit {code}):\n{run.tail()}"
+            _check_kills(events)
             return events
         run.kill9()
+        events.landed += 1
+        hit = _new(open_intents(), before)
+        events.open_intents += hit
         state = f"; then {after_kill()}" if after_kill is not None else ""
-        events.append(f"start {i + 1}: kill -9 after {delay:.2f}s{state}")
-    if until_killed:
-        return events
-    run = start()
-    code = run.wait(timeout)
-    events.append(f"last start: exit {code} after {time.monotonic() - run.started:.1f}s")
-    assert code == 0, f"streamkit run failed (exit {code}):\n{run.tail()}"
+        how = "waited for an open intent, " if aimed else ""
+        events.append(f"start {i + 1}: kill -9 after {delay:.2f}s ({how}intent {'open' if hit else 'closed'})"
+                      f"{state}")
+    if not until_killed:
+        run = start()
+        code = run.wait(timeout)
+        events.append(f"last start: exit {code} after {time.monotonic() - run.started:.1f}s")
+        assert code == 0, f"streamkit run failed (exit {code}):\n{run.tail()}"
+    _check_kills(events)
     return events
+
+
+def _new(intents: Any, before: Any) -> bool:
+    return bool(intents) and intents != before
+
+
+def _check_kills(events: Kills) -> None:
+    print(events.summary())
+    lines = "\n".join(events)
+    assert events.landed, f"no kill landed: every process finished before its kill\n{lines}"
+    assert events.open_intents, f"no kill hit an open intent (an unfinished flush)\n{lines}"
 
 
 # -- the truth ------------------------------------------------------------------------------
