@@ -295,12 +295,13 @@ def kill_loop(start: Callable[[], Run], rng: random.Random, kills: int, low: flo
             return events
         run.kill9()
         events.landed += 1
-        hit = _new(open_intents(), before)
+        now = open_intents()
+        hit = _new(now, before)
         events.open_intents += hit
         state = f"; then {after_kill()}" if after_kill is not None else ""
         how = "waited for an open intent, " if aimed else ""
-        events.append(f"start {i + 1}: kill -9 after {delay:.2f}s ({how}intent {'open' if hit else 'closed'})"
-                      f"{state}")
+        what = "a flush interrupted" if hit else "the earlier intent still open" if now else "no intent open"
+        events.append(f"start {i + 1}: kill -9 after {delay:.2f}s ({how}{what}){state}")
     if not until_killed:
         run = start()
         code = run.wait(timeout)

@@ -83,7 +83,7 @@ def test_crash_point_then_restart_is_exact(mongo_uri, mongo_db, runs, tmp_path, 
     notes = _crash_then_finish(runs, config, mongo_db, name, SCENARIOS[scenario])
     print("\n".join(notes))
     for note in notes:
-        assert "intents open on []" not in note, f"a crash left no flush unfinished:\n" + "\n".join(notes)
+        assert "intents open on []" not in note, "a crash left no flush unfinished:\n" + "\n".join(notes)
     if source == "generator":
         n = GENERATOR["max_records"]
         expected, _ = aggregate(generator_records(GENERATOR, n), AGGREGATIONS)
