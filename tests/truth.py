@@ -172,6 +172,7 @@ def stored(collection: Any, aggregations: list[dict]) -> dict:
         key = (name, tuple(sorted((doc.get("key") or {}).items())),
                None if start is None else round(start.timestamp(), 3))
         fields = FIELDS.get(kinds.get(name, ""), ())
+        assert key not in out, f"two documents for {_fmt(key)}"
         out[key] = {f: doc.get(f) for f in fields} if fields else {"unknown aggregation": doc}
     return out
 
