@@ -133,7 +133,7 @@ class CommitCheckingSource(ListSource):
 
 
 @pytest.fixture
-def types_(test_plugins):
+def guard_types(test_plugins):
     mod = types.ModuleType("streamkit_guard_types")
 
     @hookimpl
@@ -194,7 +194,7 @@ def _exact(store, records: list) -> None:  # noqa: F811
 
 # -- the owner epoch ------------------------------------------------------------------------
 
-def test_a_stale_owner_cannot_start_a_flush(types_, store):  # noqa: F811
+def test_a_stale_owner_cannot_start_a_flush(guard_types, store):  # noqa: F811
     """Process A reads and writes its first flush; then B takes the partition over and runs it to
     the end; A's next flush must fail naming the newer owner, and change no position."""
     records = {"t/0": EVENTS}
@@ -216,7 +216,7 @@ def test_a_stale_owner_cannot_start_a_flush(types_, store):  # noqa: F811
     assert _resume(store, ["t/0"]) == ({"t/0": 300}, {})
 
 
-def test_a_stale_owner_cannot_finish_a_flush(types_, store, monkeypatch):  # noqa: F811
+def test_a_stale_owner_cannot_finish_a_flush(guard_types, store, monkeypatch):  # noqa: F811
     """B takes the partition over while A is in the middle of writing its second flush (its
     intent is stored); B replays that flush and runs to the end. When A's write goes on, its
     documents are fenced off and finishing its intent must not move B's position back."""
@@ -242,7 +242,7 @@ def test_a_stale_owner_cannot_finish_a_flush(types_, store, monkeypatch):  # noq
 
 # -- revoking -------------------------------------------------------------------------------
 
-def test_revoking_flushes_and_commits_before_partitions_go(types_):
+def test_revoking_flushes_and_commits_before_partitions_go(guard_types):
     """A reads from two partitions; one is revoked with records read but not flushed. The new
     owner resumes from what A committed: together they must count every record exactly once."""
     records = {"t/0": EVENTS[:150], "t/1": EVENTS[150:]}
@@ -262,7 +262,7 @@ def test_revoking_flushes_and_commits_before_partitions_go(types_):
     b = _pipeline(_source(rest, batch=50), [{"type": "capture"}], max_records=1000)
     b.run()
     assert handed.get("t/0") == 100, f"committed at the revocation: {handed}"
-    sinks = types_
+    sinks = guard_types
     merged: dict = {}
     for sink in sinks:
         for k, partial in sink.state.items():
@@ -276,7 +276,7 @@ def test_revoking_flushes_and_commits_before_partitions_go(types_):
 
 # -- positions only after durable writes ----------------------------------------------------
 
-def test_a_failing_sink_leaves_the_committed_positions(types_):
+def test_a_failing_sink_leaves_the_committed_positions(guard_types):
     """The second flush fails in a sink: only the first flush's positions are committed."""
     p = _pipeline(_source({"t/0": EVENTS}), [{"type": "capture"}, {"type": "failing"}])
     with pytest.raises(StreamkitError, match="the store is gone"):
@@ -284,7 +284,7 @@ def test_a_failing_sink_leaves_the_committed_positions(types_):
     assert p.source.committed == {"t/0": 100}
 
 
-def test_positions_are_committed_only_after_a_slow_write_returned(types_):
+def test_positions_are_committed_only_after_a_slow_write_returned(guard_types):
     p = _pipeline(_source({"t/0": EVENTS, "t/1": EVENTS[:120]}, kind="commit_checking", batch=60),
                   [{"type": "slow"}])
     result = p.run()
