@@ -26,6 +26,7 @@ from streamkit_dashboard.meta import SeedFields
 from streamkit_dashboard.server import DashboardError, DashboardServer
 from streamkit_dashboard.store import DashboardStore
 from streamkit_mongodb import connect
+from truth import as_pipeline, truth as reference_truth
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.join(HERE, "browser")
@@ -53,17 +54,30 @@ def iso(d: dt.datetime) -> str:
     return d.isoformat().replace("+00:00", "Z")
 
 
+AGGREGATIONS = [  # the pipeline's aggregations (config below), windows in seconds, for the truth
+    {"name": "interactions_per_user", "type": "count", "group_by": ["user_id"]},
+    {"name": "interactions_per_item", "type": "count", "group_by": ["item_id"]},
+    {"name": "duration_per_item", "type": "avg", "field": "duration_ms", "group_by": ["item_id"]},
+    {"name": "interactions_per_type", "type": "count", "group_by": ["interaction_type"], "window": 60},
+]
+
+
 def truth(records: list[dict]) -> dict:
-    users = collections.Counter(r["user_id"] for r in records)
-    items = collections.Counter(r["item_id"] for r in records)
+    """The reference truth (tests/truth.py) in the shapes the dashboard shows."""
+    t = reference_truth(records, AGGREGATIONS)
+    users, items = collections.Counter(), collections.Counter()
     per_window: dict = collections.defaultdict(collections.Counter)
-    dur: dict = collections.defaultdict(lambda: [0, 0])
-    for r in records:
-        t = dt.datetime.fromisoformat(r["timestamp"])
-        start = t.replace(second=0)
-        per_window[start][r["interaction_type"]] += 1
-        dur[r["item_id"]][0] += r["duration_ms"]
-        dur[r["item_id"]][1] += 1
+    dur: dict = {}
+    for (name, key, start), fields in t.items():
+        k = dict(key)
+        if name == "interactions_per_user":
+            users[k["user_id"]] = fields["count"]
+        elif name == "interactions_per_item":
+            items[k["item_id"]] = fields["count"]
+        elif name == "duration_per_item":
+            dur[k["item_id"]] = [fields["sum"], fields["count"]]
+        else:
+            per_window[dt.datetime.fromtimestamp(start, dt.timezone.utc)][k["interaction_type"]] = fields["count"]
     return {"users": users, "items": items, "per_window": per_window, "duration": dur}
 
 
@@ -72,12 +86,7 @@ def config(records: list[dict], uri: str, **extra) -> dict:
         "name": "shop",
         "plugins": ["streamkit_testsource"],
         "source": {"type": "records", "records": records, "batch_size": 50},
-        "aggregations": [
-            {"name": "interactions_per_user", "type": "count", "group_by": ["user_id"]},
-            {"name": "interactions_per_item", "type": "count", "group_by": ["item_id"]},
-            {"name": "duration_per_item", "type": "avg", "field": "duration_ms", "group_by": ["item_id"]},
-            {"name": "interactions_per_type", "type": "count", "group_by": ["interaction_type"], "window": "1m"},
-        ],
+        "aggregations": as_pipeline(AGGREGATIONS),
         "sinks": [{"type": "mongodb", "uri": uri, "database": "shopdb", "collection": "aggs"}],
         "flush": {"max_records": 50, "interval": "10s"},
         "dashboard": {"serve": False},

@@ -1,13 +1,11 @@
 """Helpers for the crash, fault and scale-out tests: a private MongoDB-wire server, ``streamkit run``
 subprocesses that get killed, and an independent truth to compare the stored documents with.
 
-The truth is plain Python over the input records (no streamkit code): group, window by
-``floor(t / size) * size``, count / sum / avg / min / max. Documents are compared by
-(aggregation, group key, window start in ms), every field exactly.
+The truth is tests/truth.py (plain Python over the input records, no streamkit code); its
+``truth``, ``stored`` and ``diff`` are re-exported here for the crash tests.
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import shutil
@@ -17,14 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import pytest
 
-FIELDS = {"count": ("count",), "sum": ("sum",), "avg": ("avg", "sum", "count"), "min": ("min",),
-          "max": ("max",)}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the one reference truth
+from truth import as_pipeline, diff, stored, truth  # noqa: E402,F401 (re-exported for the crash tests)
 
 
 def seed_for(name: str) -> int:
@@ -237,38 +234,92 @@ def runs(tmp_path):
         r.close()
 
 
+class Kills(list):
+    """What a :func:`kill_loop` did: a line per start (it is the list), how many kills landed on a
+    running process, and how many of those left a flush unfinished (an intent open)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.landed = 0
+        self.open_intents = 0
+
+    def summary(self) -> str:
+        return f"{self.landed} kills landed, {self.open_intents} of them with an intent open"
+
+
 def kill_loop(start: Callable[[], Run], rng: random.Random, kills: int, low: float, high: float,
-              after_kill: Callable[[], str] | None = None, timeout: float = 90.0,
-              until_killed: bool = False, ready: Callable[[], bool] | None = None) -> list[str]:
+              open_intents: Callable[[], Any], after_kill: Callable[[], str] | None = None,
+              timeout: float = 90.0, until_killed: bool = False,
+              ready: Callable[[], bool] | None = None,
+              progress: tuple[Callable[[], int], int] | None = None) -> Kills:
     """Start, kill -9 after a random delay in [low, high) seconds, ``kills`` times; then run to the
     end (unless ``until_killed``: a source that never ends is finished by the caller). With
-    ``ready``, the delay counts from when ``ready()`` is first true.
+    ``ready``, the delay counts from when ``ready()`` is first true. With ``progress`` (a
+    function giving the records stored so far, and the total), the i-th delay counts from when
+    that passes a random point of the i-th of ``kills + 1`` equal stretches, so the kills
+    spread over the whole input rather than piling up in its first flushes.
 
-    Returns a line per start saying what happened (for the failure message)."""
-    events: list[str] = []
+    ``open_intents()`` gives the unfinished flushes in the store (their intents; falsy for none).
+    A kill hits an open intent when, after it, intents are open that were not there before that
+    start: the killed process was in the middle of a flush. After the first kill, while no kill
+    has hit one yet, a kill waits past its delay until the process has one open, so the replay
+    of an interrupted flush is always tested. Fails when no kill landed (every process finished
+    first) or none hit an open intent; prints how many did.
+
+    Returns the lines saying what happened (for the failure message), with the counts."""
+    events = Kills()
     for i in range(kills):
+        before = open_intents()
         run = start()
         if ready is not None:
             wait_for("the process to take its partitions", lambda: ready() or not run.alive(), 60)
+        if progress is not None:
+            stored_so_far, total = progress
+            target = total * rng.uniform(i, i + 1) / (kills + 1)
+            wait_for(f"{target:.0f} records stored", lambda: stored_so_far() >= target or not run.alive(),
+                     timeout)
         delay = rng.uniform(low, high)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and run.alive():
             time.sleep(0.01)
+        aimed = i > 0 and events.open_intents == 0
+        if aimed:
+            give_up = time.monotonic() + 60
+            while run.alive() and not _new(open_intents(), before) and time.monotonic() < give_up:
+                time.sleep(0.002)
         if not run.alive():
             code = run.proc.wait()
             events.append(f"start {i + 1}: finished by itself (exit {code}) before the kill at {delay:.2f}s")
             assert code == 0, f"streamkit run failed (exit {code}):\n{run.tail()}"
+            _check_kills(events)
             return events
         run.kill9()
+        events.landed += 1
+        now = open_intents()
+        hit = _new(now, before)
+        events.open_intents += hit
         state = f"; then {after_kill()}" if after_kill is not None else ""
-        events.append(f"start {i + 1}: kill -9 after {delay:.2f}s{state}")
-    if until_killed:
-        return events
-    run = start()
-    code = run.wait(timeout)
-    events.append(f"last start: exit {code} after {time.monotonic() - run.started:.1f}s")
-    assert code == 0, f"streamkit run failed (exit {code}):\n{run.tail()}"
+        how = "waited for an open intent, " if aimed else ""
+        what = "a flush interrupted" if hit else "the earlier intent still open" if now else "no intent open"
+        events.append(f"start {i + 1}: kill -9 after {delay:.2f}s ({how}{what}){state}")
+    if not until_killed:
+        run = start()
+        code = run.wait(timeout)
+        events.append(f"last start: exit {code} after {time.monotonic() - run.started:.1f}s")
+        assert code == 0, f"streamkit run failed (exit {code}):\n{run.tail()}"
+    _check_kills(events)
     return events
+
+
+def _new(intents: Any, before: Any) -> bool:
+    return bool(intents) and intents != before
+
+
+def _check_kills(events: Kills) -> None:
+    print(events.summary())
+    lines = "\n".join(events)
+    assert events.landed, f"no kill landed: every process finished before its kill\n{lines}"
+    assert events.open_intents, f"no kill hit an open intent (an unfinished flush)\n{lines}"
 
 
 # -- the truth ------------------------------------------------------------------------------
@@ -283,87 +334,10 @@ def generator_records(source: dict, n: int) -> list[dict]:
     return gen.records(0, n)
 
 
-def _window_ms(start: float) -> int:
-    return int(round(start * 1000))
-
-
-def truth(records: Iterable[dict], aggregations: list[dict]) -> dict:
-    """Expected documents: {(aggregation, key items, window start ms or None): {field: value}}.
-
-    ``aggregations`` use the pipeline-file shape; a window is a number of seconds."""
-    out: dict = {}
-    records = list(records)
-    for agg in aggregations:
-        kind, name, fld = agg["type"], agg["name"], agg.get("field")
-        size = agg.get("window")
-        groups: dict = defaultdict(list)
-        for r in records:
-            key = tuple((g, r[g]) for g in sorted(agg.get("group_by", [])))
-            start = None
-            if size is not None:
-                start = _window_ms(math.floor(r[agg.get("time_field", "timestamp")] / size) * size)
-            groups[(name, key, start)].append(r[fld] if fld else 1)
-        for k, values in groups.items():
-            if kind == "count":
-                doc = {"count": len(values)}
-            elif kind == "sum":
-                doc = {"sum": sum(values)}
-            elif kind == "avg":
-                doc = {"sum": sum(values), "count": len(values), "avg": sum(values) / len(values)}
-            elif kind == "min":
-                doc = {"min": min(values)}
-            elif kind == "max":
-                doc = {"max": max(values)}
-            else:
-                raise ValueError(f"no truth for aggregation type {kind!r}")
-            out[k] = doc
-    return out
-
-
-def stored(collection, aggregations: list[dict]) -> dict:
-    """The documents in ``collection``, in the shape :func:`truth` returns."""
-    kinds = {a["name"]: a["type"] for a in aggregations}
-    out: dict = {}
-    for doc in collection.find({}):
-        name = doc.get("aggregation")
-        start = (doc.get("window") or {}).get("start")
-        key = (name, tuple(sorted((doc.get("key") or {}).items())),
-               None if start is None else _window_ms(start.timestamp()))
-        fields = FIELDS.get(kinds.get(name, ""), ())
-        out[key] = {f: doc.get(f) for f in fields} if fields else {"unknown aggregation": doc}
-    return out
-
-
-def diff(expected: dict, actual: dict, limit: int = 15) -> str:
-    """A readable difference, '' when the documents are exactly the expected ones."""
-    lines = []
-    missing = [k for k in expected if k not in actual]
-    extra = [k for k in actual if k not in expected]
-    wrong = [k for k in expected if k in actual and expected[k] != actual[k]]
-    if not (missing or extra or wrong):
-        return ""
-    lines.append(f"{len(expected)} documents expected, {len(actual)} stored: {len(missing)} missing, "
-                 f"{len(extra)} unexpected, {len(wrong)} with wrong values")
-    for k in sorted(wrong, key=repr)[:limit]:
-        lines.append(f"  differs  {_fmt(k)}: expected {expected[k]}, stored {actual[k]}")
-    for k in sorted(missing, key=repr)[:limit]:
-        lines.append(f"  missing  {_fmt(k)}: expected {expected[k]}")
-    for k in sorted(extra, key=repr)[:limit]:
-        lines.append(f"  extra    {_fmt(k)}: stored {actual[k]}")
-    return "\n".join(lines)
-
-
-def _fmt(k: tuple) -> str:
-    name, key, start = k
-    w = "" if start is None else f" window {time.strftime('%H:%M:%S', time.gmtime(start / 1000))}"
-    return f"{name} {dict(key)}{w}"
-
-
 def pipeline(name: str, source: dict, uri: str, database: str, aggregations: list[dict],
              flush: dict, delivery: str = "exactly_once") -> dict:
     """A pipeline file's content: ``source`` into the ``mongodb`` sink; windows in seconds."""
-    aggs = [{**a, "window": f"{a['window']}s"} if "window" in a else a for a in aggregations]
-    return {"name": name, "source": source, "aggregations": aggs,
+    return {"name": name, "source": source, "aggregations": as_pipeline(aggregations),
             "sinks": [{"type": "mongodb", "uri": uri, "database": database, "collection": "aggregations",
                        "connect_timeout": "2s", "retry_backoff_max": "0.5s"}],
             "flush": flush, "delivery": delivery}

@@ -24,6 +24,10 @@ AGGREGATIONS = [
     {"name": "shortest", "type": "min", "field": "duration_ms", "group_by": ["interaction_type"]},
     {"name": "longest", "type": "max", "field": "duration_ms", "group_by": ["interaction_type"]},
     {"name": "per_type_2s", "type": "count", "group_by": ["interaction_type"], "window": 2},
+    {"name": "duration_5s_every_2s", "type": "avg", "field": "duration_ms", "group_by": ["interaction_type"],
+     "window": (5, 2)},
+    {"name": "duration_per_type_3s", "type": "sum", "field": "duration_ms", "group_by": ["interaction_type"],
+     "window": 3},
 ]
 
 
@@ -96,6 +100,7 @@ def test_mongodb_stopped_and_started_mid_run(mongo_server, runs, tmp_path):
     wait_for("progress after the restart", lambda: (offsets_state(db, name)["generator/0"][0] or 0) > 3000
              or not run.alive(), 60)
     mongo_server.stop()
+    assert run.alive(), "the run ended before the kill:\n" + run.tail()
     run.kill9()
     notes.append("server stopped, streamkit killed -9")
     mongo_server.start()

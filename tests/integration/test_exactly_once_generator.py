@@ -18,6 +18,12 @@ AGGREGATIONS = [
     {"name": "shortest", "type": "min", "field": "duration_ms", "group_by": ["interaction_type"]},
     {"name": "longest", "type": "max", "field": "duration_ms", "group_by": ["item_id", "interaction_type"]},
     {"name": "per_type_5s", "type": "count", "group_by": ["interaction_type"], "window": 5},
+    {"name": "duration_5s_every_2s", "type": "avg", "field": "duration_ms", "group_by": ["interaction_type"],
+     "window": (5, 2)},
+    {"name": "duration_2s_every_1s", "type": "sum", "field": "duration_ms", "group_by": ["interaction_type"],
+     "window": (2, 1)},
+    {"name": "shortest_3s_every_2s", "type": "min", "field": "duration_ms", "window": (3, 2)},
+    {"name": "longest_1s", "type": "max", "field": "duration_ms", "group_by": ["item_id"], "window": 1},
 ]
 
 
@@ -47,8 +53,18 @@ def test_kill9_generator_exact(mongo_server, runs, tmp_path, mode):
                                                              mongo_server.uri, database, AGGREGATIONS, flush))
     client = mongo_server.client()
     db = client[database]
-    events = kill_loop(lambda: runs.start(config, "streamkit"), rng, kills=6, low=0.7, high=2.2, timeout=120,
-                       after_kill=lambda: f"offsets {offsets_state(db, name)}")
+    state = lambda: offsets_state(db, name).get("generator/0") or (0, None, 0)  # noqa: E731
+    epochs = [0]
+
+    def ready() -> bool:  # a new epoch: this start took the partition
+        if (state()[2] or 0) > epochs[0]:
+            epochs[0] = state()[2]
+            return True
+        return False
+
+    events = kill_loop(lambda: runs.start(config, "streamkit"), rng, kills=6, low=0.0, high=1.0, timeout=120,
+                       open_intents=lambda: state()[1], progress=(lambda: state()[0] or 0, n),
+                       ready=ready, after_kill=lambda: f"offsets {offsets_state(db, name)}")
     for e in events:
         print(e)
     _check(db, source, n, name, events, seed)

@@ -23,6 +23,12 @@ AGGREGATIONS = [
     {"name": "shortest", "type": "min", "field": "duration_ms", "group_by": ["item_id"]},
     {"name": "longest", "type": "max", "field": "duration_ms", "group_by": ["interaction_type"]},
     {"name": "per_type_10s", "type": "count", "group_by": ["interaction_type"], "window": 10},
+    {"name": "duration_5s_every_2s", "type": "avg", "field": "duration_ms", "group_by": ["interaction_type"],
+     "window": (5, 2)},
+    {"name": "duration_10s_every_5s", "type": "sum", "field": "duration_ms", "group_by": ["item_id"],
+     "window": (10, 5)},
+    {"name": "shortest_7s_every_3s", "type": "min", "field": "duration_ms", "window": (7, 3)},
+    {"name": "longest_10s", "type": "max", "field": "duration_ms", "group_by": ["interaction_type"], "window": 10},
 ]
 PARTITIONS = 4
 
@@ -62,7 +68,10 @@ def test_kill9_kafka_exact(kafka, mongo_server, runs, tmp_path):  # noqa: F811
             return True
         return False
 
-    notes = kill_loop(lambda: runs.start(config, "streamkit", env=env), rng, kills=5, low=0.2, high=2.5,
+    notes = kill_loop(lambda: runs.start(config, "streamkit", env=env), rng, kills=5, low=0.0, high=1.0,
+                      open_intents=lambda: {p: s[1] for p, s in offsets_state(db, name).items() if s[1]},
+                      progress=(lambda: sum(s[0] or 0 for s in offsets_state(db, name).values()),
+                                sum(ends.values())),
                       after_kill=lambda: f"offsets {offsets_state(db, name)}", until_killed=True, ready=ready)
     last = runs.start(config, "streamkit", env=env)
     wait_for("the last start to take the partitions", lambda: ready() or not last.alive(), 60)

@@ -1,12 +1,13 @@
-"""Crashes at chosen points, in one process, against the in-memory store: the replay of an
-interrupted flush and the duplicate-key race of two writers creating the same document.
+"""Crashes at chosen points, in one process: the replay of an interrupted flush and the
+duplicate-key race of two writers creating the same document.
 
-The kill -9 tests find these at random; here each is set up exactly, so it always runs."""
+The kill -9 tests find these at random; here each is set up exactly, so it always runs. Each
+case runs once per store (tests/stores.py): mongomock with and without the sink's fast path
+(which checks fences with the sink's own code), and the real server."""
 from __future__ import annotations
 
 import random
 import types
-import uuid
 
 import pytest
 from pymongo.errors import BulkWriteError
@@ -15,12 +16,20 @@ import streamkit_mongodb
 from crashkit import diff, generator_records, make_events, stored, truth
 from streamkit import Batch, Option, Pipeline, Source, hookimpl
 from streamkit.plugins import get_plugin_manager
+from stores import store  # noqa: F401
+from truth import as_pipeline
 
 AGGREGATIONS = [
     {"name": "per_user", "type": "count", "group_by": ["user_id"]},
     {"name": "duration_per_item", "type": "avg", "field": "duration_ms", "group_by": ["item_id"]},
     {"name": "longest", "type": "max", "field": "duration_ms", "group_by": ["interaction_type"]},
+    {"name": "shortest", "type": "min", "field": "duration_ms", "group_by": ["item_id"]},
+    {"name": "duration_per_type", "type": "sum", "field": "duration_ms", "group_by": ["interaction_type"]},
     {"name": "per_type_1s", "type": "count", "group_by": ["interaction_type"], "window": 1},
+    {"name": "sum_2s_every_1s", "type": "sum", "field": "duration_ms", "group_by": ["interaction_type"],
+     "window": (2, 1)},
+    {"name": "avg_5s_every_2s", "type": "avg", "field": "duration_ms", "group_by": ["item_id"], "window": (5, 2)},
+    {"name": "max_1s", "type": "max", "field": "duration_ms", "window": 1},
 ]
 SOURCE = {"seed": 5, "users": 50, "items": 20, "rate": 0, "max_records": 3000, "batch_size": 100}
 
@@ -29,12 +38,10 @@ class Crash(BaseException):
     """Stands for kill -9: nothing after it runs."""
 
 
-def _pipeline(uri: str, max_records: int) -> Pipeline:
-    aggs = [{**a, "window": f"{a['window']}s"} if "window" in a else a for a in AGGREGATIONS]
+def _pipeline(store, max_records: int) -> Pipeline:  # noqa: F811
     return Pipeline.from_dict({
-        "name": "replay", "source": {"type": "generator", **SOURCE}, "aggregations": aggs,
-        "sinks": [{"type": "mongodb", "uri": uri, "database": "db", "collection": "aggregations"}],
-        "flush": {"max_records": max_records, "interval": "60s"}})
+        "name": "replay", "source": {"type": "generator", **SOURCE}, "aggregations": as_pipeline(AGGREGATIONS),
+        "sinks": [store.sink()], "flush": {"max_records": max_records, "interval": "60s"}})
 
 
 def _crash_in_bulk(monkeypatch, apply: float) -> None:
@@ -48,47 +55,47 @@ def _crash_in_bulk(monkeypatch, apply: float) -> None:
     monkeypatch.setattr(streamkit_mongodb.MongoSink, "_bulk", bulk)
 
 
-def _offsets(uri: str) -> dict:
-    return streamkit_mongodb.connect(uri)["db"]["streamkit_offsets"].find_one({"pipeline": "replay"})
+def _offsets(store) -> dict:  # noqa: F811
+    return store.db["streamkit_offsets"].find_one({"pipeline": "replay"})
 
 
-def test_replay_is_written_whole_even_when_flushes_get_smaller(monkeypatch):
+def _exact(store) -> None:  # noqa: F811
+    expected = truth(generator_records(SOURCE, 3000), AGGREGATIONS)
+    problem = diff(expected, stored(store.db["aggregations"], AGGREGATIONS))
+    assert not problem, problem
+
+
+def test_replay_is_written_whole_even_when_flushes_get_smaller(monkeypatch, store):  # noqa: F811
     """An interrupted flush [1000, 2000) is replayed by a process that flushes every 300 records
     and crashes again on its first write: the replay must still end at 2000, or the end of the
     interrupted flush is forgotten and half-applied documents get records twice."""
-    uri = f"mongomock://replay-{uuid.uuid4().hex}"
-    _pipeline(uri, 1000).run(max_events=1000)
+    _pipeline(store, 1000).run(max_events=1000)
     _crash_in_bulk(monkeypatch, apply=0.5)  # flush [1000, 2000): half of the documents merged
     with pytest.raises(Crash):
-        _pipeline(uri, 1000).run()
-    assert _offsets(uri)["intent"] == {"start": 1000, "end": 2000}
+        _pipeline(store, 1000).run()
+    assert _offsets(store)["intent"] == {"start": 1000, "end": 2000}
 
     _crash_in_bulk(monkeypatch, apply=0.0)  # the replay crashes before merging anything
     with pytest.raises(Crash):
-        _pipeline(uri, 300).run()
-    assert _offsets(uri)["intent"] == {"start": 1000, "end": 2000}, "the replay was cut in pieces"
+        _pipeline(store, 300).run()
+    assert _offsets(store)["intent"] == {"start": 1000, "end": 2000}, "the replay was cut in pieces"
 
-    result = _pipeline(uri, 300).run()
+    result = _pipeline(store, 300).run()
     assert result.records_read == 2000
-    expected = truth(generator_records(SOURCE, 3000), AGGREGATIONS)
-    problem = diff(expected, stored(streamkit_mongodb.connect(uri)["db"]["aggregations"], AGGREGATIONS))
-    assert not problem, problem
-    assert _offsets(uri)["position"] == 3000 and _offsets(uri)["intent"] is None
+    _exact(store)
+    assert _offsets(store)["position"] == 3000 and _offsets(store)["intent"] is None
 
 
-def test_stop_during_a_replay_leaves_it_for_the_next_start(monkeypatch):
+def test_stop_during_a_replay_leaves_it_for_the_next_start(monkeypatch, store):  # noqa: F811
     """Stopping (max events, SIGTERM) in the middle of a replay writes none of it."""
-    uri = f"mongomock://replay-{uuid.uuid4().hex}"
     _crash_in_bulk(monkeypatch, apply=0.3)
     with pytest.raises(Crash):
-        _pipeline(uri, 2000).run()
-    assert _offsets(uri)["intent"] == {"start": 0, "end": 2000}
-    _pipeline(uri, 500).run(max_events=1200)
-    assert _offsets(uri)["intent"] == {"start": 0, "end": 2000}
-    _pipeline(uri, 500).run()
-    expected = truth(generator_records(SOURCE, 3000), AGGREGATIONS)
-    problem = diff(expected, stored(streamkit_mongodb.connect(uri)["db"]["aggregations"], AGGREGATIONS))
-    assert not problem, problem
+        _pipeline(store, 2000).run()
+    assert _offsets(store)["intent"] == {"start": 0, "end": 2000}
+    _pipeline(store, 500).run(max_events=1200)
+    assert _offsets(store)["intent"] == {"start": 0, "end": 2000}
+    _pipeline(store, 500).run()
+    _exact(store)
 
 
 class _Racing:
@@ -113,8 +120,7 @@ class _Racing:
         return self.coll.bulk_write(ops, ordered=ordered)
 
 
-def test_an_upsert_that_loses_a_creation_race_is_applied(monkeypatch):
-    uri = f"mongomock://race-{uuid.uuid4().hex}"
+def test_an_upsert_that_loses_a_creation_race_is_applied(monkeypatch, store):  # noqa: F811
     real_open = streamkit_mongodb.MongoSink.open
 
     def open_(self):
@@ -124,9 +130,9 @@ def test_an_upsert_that_loses_a_creation_race_is_applied(monkeypatch):
     p = Pipeline.from_dict({
         "name": "race", "source": {"type": "generator", **SOURCE, "max_records": 500},
         "aggregations": [{"name": "all", "type": "count"}],
-        "sinks": [{"type": "mongodb", "uri": uri, "database": "db", "collection": "aggregations"}]})
+        "sinks": [store.sink()]})
     p.run()
-    doc = streamkit_mongodb.connect(uri)["db"]["aggregations"].find_one({})
+    doc = store.db["aggregations"].find_one({})
     assert doc["count"] == 1000 + 500, "the update that lost the race to create the document was dropped"
 
 
@@ -166,26 +172,24 @@ def partitioned():
         pm.unregister(name="partitioned_source")
 
 
-def _partitioned(uri: str) -> Pipeline:
+def _partitioned(store) -> Pipeline:  # noqa: F811
     return Pipeline.from_dict({
         "name": "multi", "source": {"type": "partitioned", "seed": 3, "n": 3000},
-        "aggregations": [{**a, "window": f"{a['window']}s"} if "window" in a else a for a in AGGREGATIONS],
-        "sinks": [{"type": "mongodb", "uri": uri, "database": "db", "collection": "aggregations"}],
+        "aggregations": as_pipeline(AGGREGATIONS), "sinks": [store.sink()],
         "flush": {"max_records": 900, "interval": "60s"}})
 
 
-def _exact_partitioned(uri: str) -> None:
-    coll = streamkit_mongodb.connect(uri)["db"]["aggregations"]
+def _exact_partitioned(store) -> None:  # noqa: F811
+    coll = store.db["aggregations"]
     events = make_events(3000, random.Random(3), users=40, items=12)
     problem = diff(truth(events, AGGREGATIONS), stored(coll, AGGREGATIONS))
     assert not problem, problem
 
 
-def test_documents_fed_by_several_partitions_in_one_flush(partitioned, monkeypatch):
+def test_documents_fed_by_several_partitions_in_one_flush(partitioned, monkeypatch, store):  # noqa: F811
     """Crash in the middle of merging a flush of three partitions, and again in its replay: each
     document merges each partition's part exactly once."""
-    uri = f"mongomock://multi-{uuid.uuid4().hex}"
-    pipeline = lambda: _partitioned(uri)  # noqa: E731
+    pipeline = lambda: _partitioned(store)  # noqa: E731
 
     real = streamkit_mongodb.MongoSink._bulk
     calls = {"n": 0}
@@ -199,22 +203,21 @@ def test_documents_fed_by_several_partitions_in_one_flush(partitioned, monkeypat
     monkeypatch.setattr(streamkit_mongodb.MongoSink, "_bulk", bulk)
     with pytest.raises(Crash):
         pipeline().run()
-    coll = streamkit_mongodb.connect(uri)["db"]["aggregations"]
+    coll = store.db["aggregations"]
     assert any(len(d.get("_fence", {})) == 3 for d in coll.find({})), "no document fed by three partitions"
 
     _crash_in_bulk(monkeypatch, apply=0.6)  # the replay of that flush crashes too
     with pytest.raises(Crash):
         pipeline().run()
     pipeline().run()
-    _exact_partitioned(uri)
+    _exact_partitioned(store)
 
 
-def test_replayed_part_and_new_part_in_one_document_update(partitioned, monkeypatch):
+def test_replayed_part_and_new_part_in_one_document_update(partitioned, monkeypatch, store):  # noqa: F811
     """A flush of three partitions is merged whole, but the crash comes while its intents are
     being finished: one partition is done, two are not. The next start replays those two while
     the third reads on, so one update carries a replayed part, already merged, next to a new
     part: only the new one may be added."""
-    uri = f"mongomock://multi-{uuid.uuid4().hex}"
     real = streamkit_mongodb.MongoSink._finish
     calls = {"n": 0}
 
@@ -226,9 +229,9 @@ def test_replayed_part_and_new_part_in_one_document_update(partitioned, monkeypa
         return real(self, parts)
     monkeypatch.setattr(streamkit_mongodb.MongoSink, "_finish", finish)
     with pytest.raises(Crash):
-        _partitioned(uri).run()
+        _partitioned(store).run()
     monkeypatch.setattr(streamkit_mongodb.MongoSink, "_finish", real)
-    offsets = {d["partition"]: d for d in streamkit_mongodb.connect(uri)["db"]["streamkit_offsets"].find({})}
+    offsets = {d["partition"]: d for d in store.db["streamkit_offsets"].find({})}
     assert offsets["m/2"]["intent"] is None and offsets["m/0"]["intent"] is not None
-    _partitioned(uri).run()
-    _exact_partitioned(uri)
+    _partitioned(store).run()
+    _exact_partitioned(store)

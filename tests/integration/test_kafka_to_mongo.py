@@ -6,12 +6,12 @@ import datetime as dt
 import random
 import threading
 import time
-from collections import Counter, defaultdict
 
 import orjson
 import pytest
 
 from conftest import unique
+from truth import as_pipeline, stored as reference_stored, truth as reference_truth
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ AGGREGATIONS = [
     {"name": "interactions_per_user", "type": "count", "group_by": ["user_id"]},
     {"name": "interactions_per_item", "type": "count", "group_by": ["item_id"]},
     {"name": "duration_per_item", "type": "avg", "field": "duration_ms", "group_by": ["item_id"]},
-    {"name": "interactions_per_type", "type": "count", "group_by": ["interaction_type"], "window": "1m"},
+    {"name": "interactions_per_type", "type": "count", "group_by": ["interaction_type"], "window": 60},
 ]
 
 
@@ -57,46 +57,12 @@ MALFORMED: list[tuple[bytes | None, str]] = [
 ]
 
 
-def _ts(v) -> float:
-    if isinstance(v, str):
-        return dt.datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
-    return float(v)
-
-
 def truth(events: list[dict]) -> dict:
-    """(aggregation, key tuple, window start) -> stored fields, in plain Python."""
-    per_user = Counter(e["user_id"] for e in events)
-    per_item = Counter(e["item_id"] for e in events)
-    dur: dict = defaultdict(lambda: [0, 0])
-    for e in events:
-        dur[e["item_id"]][0] += e["duration_ms"]
-        dur[e["item_id"]][1] += 1
-    per_type = Counter((e["interaction_type"], int(_ts(e["timestamp"]) // 60) * 60) for e in events)
-    out = {}
-    for u, n in per_user.items():
-        out[("interactions_per_user", (("user_id", u),), None)] = {"count": n}
-    for i, n in per_item.items():
-        out[("interactions_per_item", (("item_id", i),), None)] = {"count": n}
-    for i, (s, n) in dur.items():
-        out[("duration_per_item", (("item_id", i),), None)] = {"sum": s, "count": n, "avg": s / n}
-    for (t, w), n in per_type.items():
-        out[("interactions_per_type", (("interaction_type", t),), w)] = {"count": n}
-    return out
-
-
-FIELDS = {"interactions_per_user": ("count",), "interactions_per_item": ("count",),
-          "duration_per_item": ("sum", "count", "avg"), "interactions_per_type": ("count",)}
+    return reference_truth(events, AGGREGATIONS)
 
 
 def stored(collection) -> dict:
-    out = {}
-    for doc in collection.find({}):
-        start = doc["window"]["start"]
-        key = (doc["aggregation"], tuple(sorted(doc["key"].items())),
-               int(start.timestamp()) if start is not None else None)
-        assert key not in out, f"two documents for {key}"
-        out[key] = {f: doc.get(f) for f in FIELDS[doc["aggregation"]]}
-    return out
+    return reference_stored(collection, AGGREGATIONS)
 
 
 def pipeline_config(name: str, bootstrap: str, topic: str, uri: str, database: str, **sink: object) -> dict:
@@ -104,7 +70,7 @@ def pipeline_config(name: str, bootstrap: str, topic: str, uri: str, database: s
         "name": name,
         "source": {"type": "kafka", "bootstrap_servers": bootstrap, "topic": topic,
                    "group_id": unique("g"), "connect_timeout": "10s"},
-        "aggregations": AGGREGATIONS,
+        "aggregations": as_pipeline(AGGREGATIONS),
         "sinks": [{"type": "mongodb", "uri": uri, "database": database, "collection": "aggregations",
                    **sink}],
         "dead_letter": {"type": "kafka"},

@@ -1,0 +1,67 @@
+"""The stores the exactly-once tests run against, each case once per store.
+
+- ``fast``: mongomock with the sink's ``_id`` fast path, which checks the fence conditions with
+  the sink's own code;
+- ``mongomock``: mongomock with that fast path off, so its own matcher judges the fences;
+- ``server``: the real MongoDB-wire server at ``MONGO_URI`` (marked ``integration``).
+
+Import the fixture into a test module: ``from stores import store  # noqa: F401``.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import pytest
+
+import streamkit_mongodb
+
+
+class Store:
+    """A database for one test: its URI, name and a client, and the ``mongodb`` sink block for it."""
+
+    def __init__(self, kind: str, uri: str, database: str, client: Any) -> None:
+        self.kind = kind
+        self.uri = uri
+        self.database = database
+        self.client = client
+
+    @property
+    def db(self) -> Any:
+        return self.client[self.database]
+
+    def sink(self, **options: Any) -> dict:
+        return {"type": "mongodb", "uri": self.uri, "database": self.database, "collection": "aggregations",
+                **options}
+
+
+def mongomock_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turn the sink's mongomock fast path off for one test: mongomock's own lookup and matcher."""
+    from mongomock_ng import collection
+    streamkit_mongodb.connect(f"mongomock://install-{uuid.uuid4().hex}")  # the fast path is in place now
+    fast = collection.Collection._iter_documents
+    monkeypatch.setattr(collection.Collection, "_iter_documents", fast.__wrapped__)
+    assert not hasattr(collection.Collection._iter_documents, "__wrapped__"), "the fast path is still on"
+
+
+@pytest.fixture(params=["fast", "mongomock", pytest.param("server", marks=pytest.mark.integration)])
+def store(request, monkeypatch):
+    kind = request.param
+    if kind != "server":
+        if kind == "mongomock":
+            mongomock_matcher(monkeypatch)
+        uri = f"mongomock://{kind}-{uuid.uuid4().hex}"
+        yield Store(kind, uri, "db", streamkit_mongodb.connect(uri))
+        return
+    uri = os.environ.get("MONGO_URI")
+    if not uri:
+        pytest.skip('MONGO_URI is not set; start the servers with: eval "$(scripts/services up)"')
+    from pymongo import MongoClient
+    client = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10000)
+    database = f"eo_{uuid.uuid4().hex[:10]}"
+    try:
+        yield Store(kind, uri, database, client)
+    finally:
+        client.drop_database(database)
+        client.close()
