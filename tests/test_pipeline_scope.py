@@ -442,3 +442,53 @@ def test_a_stop_in_the_middle_of_a_replay_warns_and_exits_0(tmp_path, caplog, mo
                for m in _warnings(caplog)), _warnings(caplog)
     assert main(["run", path, "-q"]) == 0
     assert_exact(uri, records({}, 5000))
+
+
+def test_reset_recomputes_the_dashboard_counters(tmp_path, capsys):
+    """The ``reset`` hook: the dashboard's counters follow the documents reset removed."""
+    uri = fresh()
+    other = [{"name": "per_item", "type": "count", "group_by": ["item_id"]}]
+    a = write(tmp_path, {**config(uri, "a", 1200), "dashboard": {"serve": False}}, "a.yaml")
+    b = write(tmp_path, {**config(uri, "b", 800, aggs=other), "dashboard": {"serve": False}}, "b.yaml")
+    assert main(["run", a, "-q"]) == 0 and main(["run", b, "-q"]) == 0
+    status = connect(uri).db.streamkit_status
+    assert status.find_one({"_id": "counter|aggregations|per_user"})["count"] == 1200
+    capsys.readouterr()
+    assert main(["reset", a, "--yes"]) == 0
+    assert "dashboard counters: counters recomputed: 3" in capsys.readouterr().out
+    assert status.find_one({"_id": "counter|aggregations|per_user"})["count"] == 0
+    assert status.find_one({"_id": "counter|aggregations|per_user"})["keys"] == 0
+    assert status.find_one({"_id": "counter|aggregations|per_item"})["count"] == 800
+
+
+def test_reset_hook_sees_the_dry_run_then_the_reset(tmp_path, capsys):
+    calls = []
+    mod = types.ModuleType("streamkit_test_reset_observer")
+
+    @hookimpl
+    def reset(pipeline, dry_run):
+        calls.append((dry_run, pipeline.sinks[0].coll.count_documents({})))
+        return {"observer": {"things": 7}}
+    mod.reset = reset
+    pm = get_plugin_manager()
+    pm.register(mod, name="streamkit_test_reset_observer")
+    try:
+        uri, a, _ = _two(tmp_path)
+        n = connect(uri).db.aggregations.count_documents({})
+        capsys.readouterr()
+        assert main(["reset", a, "--yes"]) == 0
+    finally:
+        pm.unregister(name="streamkit_test_reset_observer")
+    assert calls == [(True, n), (False, 0)]  # asked first (dry run), then after the sinks removed theirs
+    assert "observer: things: 7" in capsys.readouterr().out
+
+
+def test_reset_of_an_at_least_once_pipeline_removes_its_aggregations_documents(tmp_path):
+    uri = fresh()
+    a = write(tmp_path, {**config(uri, "a", 600), "delivery": "at_least_once"}, "a.yaml")
+    other = [{"name": "per_item", "type": "count", "group_by": ["item_id"]}]
+    b = write(tmp_path, config(uri, "b", 400, aggs=other), "b.yaml")
+    assert main(["run", a, "-q"]) == 0 and main(["run", b, "-q"]) == 0
+    assert main(["reset", a, "--yes"]) == 0
+    left = list(connect(uri).db.aggregations.find())
+    assert {d["aggregation"] for d in left} == {"per_item"} and sum(d["count"] for d in left) == 400

@@ -139,6 +139,18 @@ def shutdown(pipeline, result) -> None:
         _stop(running)
 
 
+@hookimpl
+def reset(pipeline, dry_run) -> dict | None:
+    """The counters of the reset aggregations, computed again from what is still stored."""
+    cfg = pipeline.sections.get("dashboard")
+    if cfg is None:
+        return None
+    from .status import reset_counters
+
+    sink = mongo_sink(pipeline, cfg["sink"], "dashboard")
+    return {"dashboard counters": {"counters recomputed": reset_counters(sink, pipeline, dry_run)}}
+
+
 def _stop(running: _Running) -> None:
     if running.server is not None:
         running.server.stop()
