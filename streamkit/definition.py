@@ -38,7 +38,9 @@ def definition(aggregations: list) -> dict:
                              "window": window_text(a.window)}
         if a.windowed:  # the time field decides nothing for an all-time aggregation
             d["time_field"] = a.time_field
-        d["options"] = a.options
+        # options left at their defaults are left out: a later version may add options
+        declared = a.aggregator.options
+        d["options"] = {k: v for k, v in a.options.items() if k not in declared or v != declared[k].default}
         aggs.append(d)
     aggs = json.loads(json.dumps(aggs, default=str))
     canonical = json.dumps(sorted(aggs, key=lambda d: d["name"]), sort_keys=True)
@@ -76,6 +78,6 @@ def changes(stored: Any, current: dict) -> list[str]:
         opts, was = d.get("options") or {}, before.get("options") or {}
         for k in sorted(set(opts) | set(was)):
             if opts.get(k) != was.get(k):
-                out.append(f"aggregations[{i}].{k}: {_text(was.get(k))} -> {_text(opts.get(k))}")
+                out.append(f"aggregations[{i}].{k}: {_text(was.get(k, 'default'))} -> {_text(opts.get(k, 'default'))}")
     out += [f"aggregation {name} removed" for name in old if name not in names]
     return out

@@ -51,7 +51,8 @@ class RunResult:
         return {"records_read": self.records_read, "records_aggregated": self.records_aggregated,
                 "dead_letters": self.dead_letters, "flushes": self.flushes,
                 "elapsed": round(self.elapsed, 3), "records_per_second": round(self.records_per_second, 1),
-                "stopped_by": self.stopped_by}
+                "stopped_by": self.stopped_by,
+                "unfinished": {p: {"reached": r, "end": e} for p, (r, e) in self.unfinished.items()}}
 
     def __str__(self) -> str:
         return (f"{self.records_read:,} records read, {self.records_aggregated:,} aggregated, "

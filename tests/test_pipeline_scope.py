@@ -3,6 +3,7 @@ end-of-run warnings about what cannot be exact. In-memory store; the CLI runs in
 so it sees the same ``mongomock://`` store as the test."""
 from __future__ import annotations
 
+import json
 import logging
 import types
 import uuid
@@ -205,6 +206,7 @@ CHANGES = {
     "field": (2, {"field": "timestamp"}, "aggregations[2].field: duration_ms -> timestamp"),
     "time_field": (1, {"time_field": "ts"}, "aggregations[1].time_field: timestamp -> ts"),
     "option": (2, {"factor": 3}, "aggregations[2].factor: 2 -> 3"),
+    "option to default": (2, {"factor": None}, "aggregations[2].factor: 2 -> default"),
 }
 
 
@@ -257,6 +259,15 @@ def test_reordered_aggregations_and_other_sources_options_are_the_same_pipeline(
     assert main(["run", write(tmp_path, again, "b.yaml"), "-q"]) == 0
     doc = connect(uri).db.aggregations.find_one({"aggregation": "per_user", "key.user_id": "u1"})
     assert doc["_fence"] == {"p|generator/0": 600}
+
+
+def test_an_option_set_to_its_default_is_the_same_pipeline(scaled, tmp_path):
+    uri = fresh()
+    base = [dict(a) for a in BASE]
+    base[2].pop("factor")
+    assert main(["run", write(tmp_path, {**config(uri, "p", 300), "aggregations": base}), "-q"]) == 0
+    assert main(["run", write(tmp_path, {**config(uri, "p", 600), "aggregations": _changed(2, {"factor": 1})},
+                              "b.yaml"), "-q"]) == 0
 
 
 def test_a_new_name_starts_a_new_pipeline(scaled, tmp_path):
@@ -426,6 +437,9 @@ def test_an_intent_beyond_the_end_of_the_source_fails_visibly(tmp_path, capsys, 
         assert len(lines) == 1 and "before the end (1400) of the interrupted flush" in lines[0], lines
         assert f"streamkit reset {path}" in lines[0]
         assert stored(uri) == before
+    capsys.readouterr()
+    assert main(["run", path, "-q", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["unfinished"] == {"generator/0": {"reached": 700, "end": 1400}}
     assert main(["run", write(tmp_path, config(uri, "p", 2000)), "-q"]) == 0
     assert_exact(uri, records({}, 2000))
 
