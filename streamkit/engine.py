@@ -247,7 +247,7 @@ class Engine:
             reached = part.next if part is not None else self.replay_from.get(p, until)
             self.result.unfinished[p] = (reached, until)
             if stopped_by == "source_finished":
-                file = self.spec.file or "FILE"
+                file = self.spec.file if self.spec.file and not self.spec.file.startswith("<") else "FILE"
                 log.warning("%s: the source ended at position %d, before the end (%d) of the interrupted flush "
                             "it must replay, so nothing of it was written: let the source reach %d again, or "
                             "start over with `streamkit reset %s`", p, reached, until, until, file)

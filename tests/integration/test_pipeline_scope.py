@@ -4,7 +4,6 @@ inputs. And ``streamkit reset`` of a Kafka pipeline: refused while it runs, then
 over (the group's committed offsets go too, or the next run would resume at the end)."""
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
