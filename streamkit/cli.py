@@ -43,7 +43,10 @@ def _cmd_reset(args: argparse.Namespace) -> int:
     if not args.yes:
         print(f"streamkit reset removes what pipeline {pipeline.name!r} stored, so that its next run starts over:")
         _print_counts(planned)
-        answer = input("Remove it? [y/N] ").strip().lower()
+        try:
+            answer = input("Remove it? [y/N] ").strip().lower()
+        except EOFError:
+            answer = ""
         if answer not in ("y", "yes"):
             print("nothing removed")
             return 1

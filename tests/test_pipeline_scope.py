@@ -322,6 +322,26 @@ def test_reset_asks_on_a_terminal(tmp_path, capsys, monkeypatch, answer, removed
     assert connect(uri).db.streamkit_offsets.count_documents({}) == (0 if removed else 1)
 
 
+def test_reset_on_a_terminal_takes_end_of_input_as_no(tmp_path, capsys, monkeypatch):
+    uri, a, _ = _two(tmp_path)
+
+    class Closed(_Stdin):
+        def readline(self) -> str:
+            return ""
+    monkeypatch.setattr("sys.stdin", Closed(tty=True))
+    assert main(["reset", a]) == 1
+    assert connect(uri).db.streamkit_offsets.count_documents({}) == 1
+
+
+def test_reset_with_mongodb_down_is_one_line(tmp_path, capsys, monkeypatch):
+    cfg = config("mongodb://127.0.0.1:9", "a", 100)
+    cfg["sinks"][0]["connect_timeout"] = "0.3s"
+    monkeypatch.setattr("sys.stdin", _Stdin(tty=False))
+    assert main(["reset", write(tmp_path, cfg), "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MongoDB unreachable" in err and "nothing was removed" in err, err
+
+
 def test_reset_starts_over_exactly(tmp_path, capsys):
     """Crash in the middle of a flush (an unfinished intent), reset, run again: the documents are
     exactly the new run's, nothing of the old one is left or resumed."""

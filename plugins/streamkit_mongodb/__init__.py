@@ -401,7 +401,11 @@ class MongoSink(Sink):
         pipeline's counts too, which cannot be subtracted: without ``force`` nothing is deleted
         and the other pipelines are named."""
         self._connect()
-        return self._retry("reset", self._reset, dry_run, force)
+        try:  # one attempt: a command run by hand should not wait for a server that is down
+            return self._reset(dry_run, force)
+        except TRANSIENT as exc:
+            raise SinkError(f"{self.context.name}: MongoDB unreachable at {self.config['uri']}: {exc}; "
+                            f"nothing was removed") from None
 
     def _reset(self, dry_run: bool, force: bool) -> dict[str, int]:
         offsets = list(self.offsets.find(self._own_offsets(), {"intent": 1, "definition": 1}))
