@@ -54,7 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict()))
     else:
         print(result)
-    return 0
+    return 1 if result.stuck else 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -64,6 +64,36 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.file}: ok — source {spec.source.type}, {len(spec.aggregations)} aggregations, "
           f"sinks {', '.join(s.type for s in spec.sinks)}")
     return 0
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+    pipeline = Pipeline.from_yaml(args.file, overrides=args.set)
+    interactive = sys.stdin.isatty()
+    if not args.yes and not interactive:
+        raise StreamkitError(f"{args.file}: reset deletes data and stdin is not a terminal to confirm it; "
+                             f"add --yes")
+    planned = pipeline.reset(dry_run=True, force=args.force)
+    if not args.yes:
+        print(f"streamkit reset removes what pipeline {pipeline.name!r} stored, so that its next run starts over:")
+        _print_counts(planned)
+        try:
+            answer = input("Remove it? [y/N] ").strip().lower()
+        except EOFError:
+            answer = ""
+        if answer not in ("y", "yes"):
+            print("nothing removed")
+            return 1
+    done = pipeline.reset(force=args.force)
+    print(f"pipeline {pipeline.name!r} reset; removed:")
+    _print_counts(done)
+    return 0
+
+
+def _print_counts(counts: dict[str, dict[str, int]]) -> None:
+    for where, what in counts.items():
+        text = ", ".join(f"{label}: {n:,}" for label, n in what.items()) or "nothing kept here"
+        print(f"  {where}: {text}")
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -111,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("file")
     val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     val.set_defaults(func=_cmd_validate)
+
+    reset = sub.add_parser("reset", help="remove a pipeline's positions, intents and documents to start over")
+    reset.add_argument("file", help="pipeline YAML file")
+    reset.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    reset.add_argument("--force", action="store_true",
+                       help="also delete documents that hold other pipelines' counts")
+    reset.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    reset.set_defaults(func=_cmd_reset)
 
     plug = sub.add_parser("plugins", help="list every source, aggregator and sink type")
     plug.add_argument("--json", action="store_true")

@@ -206,6 +206,14 @@ class Source(_Typed):
         """Records not yet read, per partition, where the source can tell."""
         return None
 
+    def reset(self, *, dry_run: bool = False) -> dict[str, int]:
+        """Forget the progress this source keeps outside the sinks (a Kafka consumer group's
+        committed offsets), so that the pipeline's next run starts from the beginning; return
+        what was removed (or, with ``dry_run``, would be) as ``{"what": count}``. Called by
+        ``streamkit reset`` on an instance that was not opened; ``close`` follows. Raise a
+        :class:`StreamkitError` to refuse (e.g. the pipeline is still running)."""
+        return {}
+
     def close(self) -> None:
         """Release connections. Called once, also after errors."""
 
@@ -215,6 +223,10 @@ class Sink(_Typed):
 
     #: true if the sink wants the decoded records in ``flush.records``
     wants_records: ClassVar[bool] = False
+    #: true if the sink honours ``delivery: exactly_once``: it stores the positions with its data
+    #: (``positions``) and merges a replayed flush only once. Without one such sink a pipeline
+    #: warns at start-up that its output is at least once.
+    exactly_once: ClassVar[bool] = False
 
     @classmethod
     def takes_records(cls, options: dict) -> bool:
@@ -226,6 +238,23 @@ class Sink(_Typed):
 
     def positions(self, partitions: list[str]) -> dict[str, int]:
         """Positions this sink has stored (for exactly-once resume); ``{}`` if it keeps none."""
+        return {}
+
+    def keep_definition(self, definition: dict) -> dict | None:
+        """Store ``definition`` (what the pipeline's aggregations mean: a JSON-ready dict with a
+        ``fingerprint``) with this pipeline's positions, and return the one stored before, or None
+        if none is (or the sink keeps no positions). Called after ``open`` and before any
+        ``positions``, with ``delivery: exactly_once``; the engine stops the pipeline with one line
+        saying what changed if the stored definition differs. Raise a :class:`StreamkitError` if
+        what is stored cannot be used by this pipeline at all."""
+        return None
+
+    def reset(self, *, dry_run: bool = False, force: bool = False) -> dict[str, int]:
+        """Remove this pipeline's positions, intents and documents, so that its next run starts
+        over; return what was removed (or, with ``dry_run``, would be) as ``{"what": count}``.
+        Called by ``streamkit reset`` instead of ``open``; ``close`` follows. Raise a
+        :class:`StreamkitError` to refuse, e.g. when documents also hold another pipeline's
+        counts and ``force`` is false."""
         return {}
 
     def write(self, flush: Flush) -> None:

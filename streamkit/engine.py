@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .components import Batch, Flush, PartitionDelta
+from .definition import changes, definition
+from .errors import ConfigError
 from .records import BatchReader
 
 log = logging.getLogger("streamkit")
@@ -32,6 +34,14 @@ class RunResult:
     elapsed: float = 0.0
     stopped_by: str = ""
     positions: dict = field(default_factory=dict)
+    #: partition -> (position reached, end) of an interrupted flush left unreplayed at the stop
+    unfinished: dict = field(default_factory=dict)
+
+    @property
+    def stuck(self) -> bool:
+        """The source ended before an interrupted flush could be replayed to its end: nothing
+        of that partition can progress until the source reaches that end again."""
+        return self.stopped_by == "source_finished" and bool(self.unfinished)
 
     @property
     def records_per_second(self) -> float:
@@ -41,7 +51,8 @@ class RunResult:
         return {"records_read": self.records_read, "records_aggregated": self.records_aggregated,
                 "dead_letters": self.dead_letters, "flushes": self.flushes,
                 "elapsed": round(self.elapsed, 3), "records_per_second": round(self.records_per_second, 1),
-                "stopped_by": self.stopped_by}
+                "stopped_by": self.stopped_by,
+                "unfinished": {p: {"reached": r, "end": e} for p, (r, e) in self.unfinished.items()}}
 
     def __str__(self) -> str:
         return (f"{self.records_read:,} records read, {self.records_aggregated:,} aggregated, "
@@ -96,6 +107,7 @@ class Engine:
         self.seq = 0
         self.inflight = 0
         self.boundaries: dict[str, int] = {}  # partition -> position a flush must end at (replay)
+        self.replay_from: dict[str, int] = {}  # partition -> where its replay started
         self.writer = _Writer(self)
         self.lock = threading.Lock()
 
@@ -118,6 +130,7 @@ class Engine:
         self.drain(wait_all=True)
         for p in partitions:
             self.boundaries.pop(p, None)
+            self.replay_from.pop(p, None)
             self._drop(p)
         resume: dict[str, int] = {}
         for sink in self.sinks:
@@ -125,6 +138,7 @@ class Engine:
                 if isinstance(pos, tuple):  # (start, end) of an unfinished flush: replay it exactly
                     pos, until = pos
                     self.boundaries[p] = min(until, self.boundaries.get(p, until))
+                    self.replay_from[p] = min(pos, self.replay_from.get(p, pos))
                 resume[p] = min(pos, resume.get(p, pos))
         return resume
 
@@ -153,6 +167,7 @@ class Engine:
         self.writer.start()
         stopped_by = ""
         try:
+            self._check_sinks()
             self.source.open(self)
             self.hook.startup(pipeline=self.pipeline)
             while True:
@@ -194,13 +209,51 @@ class Engine:
                     self.progress.update(self.result.records_read, self.result.dead_letters, self.result.flushes)
             self.flush()
             self.drain(wait_all=True)
-            for p in self.parts:  # held back: the stored intent makes the next start replay it
-                log.info("%s: stopped while replaying an interrupted flush; the next start replays it", p)
+            self._report_unfinished(stopped_by)
         finally:
             self.writer.todo.put(_STOP)
             self.result.elapsed = time.monotonic() - started
             self.result.stopped_by = stopped_by
         return self.result
+
+    def _check_sinks(self) -> None:
+        """Warn when nothing can honour exactly-once; stop if the stored aggregations differ."""
+        spec = self.spec
+        if spec.delivery != "exactly_once":
+            return
+        if not any(type(s).exactly_once for s in self.sinks):
+            log.warning("delivery is exactly_once but no sink here can honour it (%s): their output is at "
+                        "least once, and a restart resumes from the source's own positions",
+                        ", ".join(s.type for s in spec.sinks))
+        current = definition(self.aggs)
+        for sink, sspec in zip(self.sinks, spec.sinks):
+            stored = sink.keep_definition(current)
+            if stored is None or (isinstance(stored, dict) and stored.get("fingerprint") == current["fingerprint"]):
+                continue
+            what = changes(stored, current)
+            if not what:  # the same aggregations in another order
+                continue
+            file = spec.file if spec.file and not spec.file.startswith("<") else "FILE"
+            raise ConfigError(f"the aggregations of pipeline {spec.name!r} changed since {sspec.path} "
+                              f"stored its positions: {'; '.join(what)}; to start over run "
+                              f"`streamkit reset {file}`, or give the pipeline a new `name:`", file=spec.file)
+
+    def _report_unfinished(self, stopped_by: str) -> None:
+        """Partitions held back in the middle of a replay: the stored intent makes the next
+        start replay them whole; if the source itself ended short of the intent's end, no
+        start can, so say so (the CLI exits 1)."""
+        for p, until in sorted(self.boundaries.items()):
+            part = self.parts.get(p)
+            reached = part.next if part is not None else self.replay_from.get(p, until)
+            self.result.unfinished[p] = (reached, until)
+            if stopped_by == "source_finished":
+                file = self.spec.file if self.spec.file and not self.spec.file.startswith("<") else "FILE"
+                log.warning("%s: the source ended at position %d, before the end (%d) of the interrupted flush "
+                            "it must replay, so nothing of it was written: let the source reach %d again, or "
+                            "start over with `streamkit reset %s`", p, reached, until, until, file)
+            else:
+                log.warning("%s: stopped at position %d while replaying an interrupted flush that ends at %d: "
+                            "nothing of it was written; the next start replays it whole", p, reached, until)
 
     def process(self, batch: Batch) -> None:
         n = len(batch.records)

@@ -32,7 +32,11 @@ def register_aggregators(register: Callable[[str, type], None]) -> None:
 
 @hookspec
 def register_sinks(register: Callable[[str, type], None]) -> None:
-    """Register sink types: ``register("mongodb", MongoSink)``. Classes derive from :class:`streamkit.Sink`."""
+    """Register sink types: ``register("mongodb", MongoSink)``. Classes derive from :class:`streamkit.Sink`.
+
+    A sink that stores positions with its data sets ``exactly_once = True`` and implements
+    ``positions``, ``keep_definition`` and ``reset``.
+    """
 
 
 @hookspec
@@ -79,3 +83,13 @@ def flushed(pipeline: Any, flush: Any) -> None:
 @hookspec
 def shutdown(pipeline: Any, result: Any) -> None:
     """The pipeline has stopped (after its final flush); ``result`` holds its counters."""
+
+
+@hookspec
+def reset(pipeline: Any, dry_run: bool) -> dict | None:
+    """``streamkit reset`` removed the pipeline's positions and documents (``dry_run``: is about to).
+
+    The source and every sink have done their part; ``pipeline.sinks`` are those sink instances,
+    still connected. An observer that keeps state derived from the documents (counters) resets
+    it too. Return ``{"where": {"what": count}}`` of what it removed, or None.
+    """

@@ -131,6 +131,31 @@ class Pipeline:
             if result is not None:
                 self.hook.shutdown(pipeline=self, result=result)
 
+    def reset(self, *, dry_run: bool = False, force: bool = False) -> dict[str, dict[str, int]]:
+        """Remove what the source, the sinks and observers keep of this pipeline's progress and
+        results (``streamkit reset``): ``{"sinks[0] (mongodb)": {"documents in db.c": 8000, ...}}``.
+        The source goes first, so a source that refuses (the pipeline still runs) leaves all in place."""
+        spec = self.spec
+        out: dict[str, dict[str, int]] = {}
+        made: list = []
+        try:
+            for tspec in [spec.source, *spec.sinks]:
+                comp = self._instantiate(tspec)
+                made.append(comp)
+                if tspec.kind == "source":
+                    counts = comp.reset(dry_run=dry_run)
+                else:
+                    counts = comp.reset(dry_run=dry_run, force=force)
+                    self.sinks.append(comp)
+                out[f"{tspec.path} ({tspec.type})"] = dict(counts or {})
+            for extra in self.hook.reset(pipeline=self, dry_run=dry_run):
+                out.update(extra or {})
+        finally:
+            self.sinks = []
+            for comp in made:
+                comp.close()
+        return out
+
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
             return lambda: None

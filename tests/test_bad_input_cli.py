@@ -16,6 +16,7 @@ aggregations: [{name: c, type: count, group_by: [user_id]}]
 sinks: [{type: jsonl, path: "SINK"}]
 dead_letter: {type: jsonl, path: "LETTERS"}
 plugins: [MODULE]
+delivery: at_least_once
 """
 
 

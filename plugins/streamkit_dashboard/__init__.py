@@ -161,6 +161,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@hookimpl
+def reset(pipeline, dry_run) -> dict | None:
+    """The counters of the reset aggregations, computed again from what is still stored."""
+    cfg = pipeline.sections.get("dashboard")
+    if cfg is None:
+        return None
+    from .status import reset_counters
+
+    sink = mongo_sink(pipeline, cfg["sink"], "dashboard")
+    return {"dashboard counters": {"counters recomputed": reset_counters(sink, pipeline, dry_run)}}
+
+
 def _stop(running: _Running) -> None:
     if running.server is not None:
         running.server.stop()

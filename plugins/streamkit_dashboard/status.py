@@ -57,6 +57,22 @@ def baseline(coll: Any, meta: AggMeta) -> dict:
     return out
 
 
+def reset_counters(sink: Any, pipeline: Any, dry_run: bool) -> int:
+    """After ``streamkit reset``: the counters of the pipeline's aggregations, from the documents left."""
+    status = sink.db[STATUS_COLLECTION]
+    collection = sink.config["collection"]
+    metas = [AggMeta.from_spec(a) for a in pipeline.aggregations]
+    ids = {counter_id(collection, m.name): m for m in metas}
+    found = [d["_id"] for d in status.find({"_id": {"$in": list(ids)}}, {"_id": 1})]
+    if not dry_run:
+        now = dt.datetime.now(UTC)
+        for cid in found:
+            meta = ids[cid]
+            status.replace_one({"_id": cid}, {"kind": "counter", "collection": collection, "aggregation": meta.name,
+                                              **baseline(sink.coll, meta), "updated_at": now})
+    return len(found)
+
+
 def _retry(what: str, fn: Callable[[], Any], tries: int = 3) -> bool:
     """Status is secondary to the pipeline's own writes: retry briefly, then log and go on."""
     for attempt in range(tries):

@@ -19,7 +19,8 @@ import threading
 import time
 from typing import Any
 
-from streamkit import REQUIRED, Batch, Duration, ListOf, OneOf, Option, Source, SourceUnavailable
+from streamkit import (REQUIRED, Batch, Duration, ListOf, OneOf, Option, Source, SourceUnavailable,
+                       StreamkitError)
 
 from .client import (client_config, connection_options, construct, partition_name, quiet_kafka_logging,
                      unreachable)
@@ -221,6 +222,43 @@ class KafkaSource(Source):
                     lag[self._name(tp)] = max(0, end - pos)
             self._lag, self._lag_at = lag, now
             return lag
+
+    def reset(self, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete the group's committed offsets of this source's topics: with the sink's positions
+        gone, a new run would otherwise resume from them and skip what was read before. Refused
+        while the group has members (the pipeline is still running)."""
+        quiet_kafka_logging()
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        c = self.config
+        admin = None
+        try:
+            admin = construct(KafkaAdminClient, client_id=f"streamkit-{self.group_id}-reset", **client_config(c))
+            group = admin.describe_groups([self.group_id]).get(self.group_id) or {}
+            members = group.get("members") or []
+            if members:
+                raise StreamkitError(f"{self.context.name}: consumer group {self.group_id!r} has {len(members)} "
+                                     f"active member(s): stop every process of the pipeline, then reset")
+            committed = admin.list_group_offsets({self.group_id: None}).get(self.group_id) or {}
+            tps = [tp for tp in committed if tp.topic in self.topics]
+            if tps and not dry_run:
+                failed = {tp: err for tp, err in admin.delete_group_offsets(self.group_id, tps).items()
+                          if err.__name__ != "NoError"}
+                if failed:
+                    tp, err = next(iter(failed.items()))
+                    raise StreamkitError(f"{self.context.name}: could not delete the committed offset of "
+                                         f"{partition_name(tp.topic, tp.partition)} in group {self.group_id!r}: "
+                                         f"{err.__name__}")
+        except KafkaError as exc:
+            if admin is None:
+                raise SourceUnavailable(unreachable(self.context.name, c, exc)) from None
+            raise StreamkitError(f"{self.context.name}: could not reset consumer group {self.group_id!r}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if admin is not None:
+                admin.close()
+        return {f"committed offsets of group {self.group_id}": len(tps)}
 
     def close(self) -> None:
         self._closing = True  # the engine already flushed and committed; nothing more to do

@@ -1,13 +1,16 @@
 """The ``mongodb`` sink: one document per (aggregation, group key, window), merged with bulk upserts.
 
-With ``delivery: exactly_once`` (the default) every document keeps, per source
-partition, the end position of the last flush merged into it (its *fence*); a
-partition's part of a flush is merged only where that partition's fence is
-behind, so a replay after a crash or a rebalance changes nothing twice.
+With ``delivery: exactly_once`` (the default) every document keeps, per pipeline and
+source partition, the end position of the last flush merged into it (its *fence*,
+``_fence.<pipeline>|<partition>``); a partition's part of a flush is merged only where
+that fence is behind, so a replay after a crash or a rebalance changes nothing twice,
+and pipelines of other names sharing the collection each count exactly.
 Before a flush is applied its exact position range is stored as an *intent* in
 the offsets collection; a restart replays an unfinished intent with the same
 boundaries. An owner *epoch* per partition stops a zombie from starting a flush
-after its partitions moved on. ``mongomock://`` selects an in-memory store.
+after its partitions moved on. Each offsets record also keeps the pipeline's
+*definition* (what its aggregations mean), compared on every start.
+``mongomock://`` selects an in-memory store.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from streamkit import Duration, Option, Sink, StreamkitError, hookimpl
 log = logging.getLogger("streamkit.mongodb")
 UTC = dt.timezone.utc
 DUPLICATE_KEY = 11000
+#: offsets records of this layout belong to documents whose fences name the pipeline
+LAYOUT = 2
 TRANSIENT = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError)
 
 _mock_clients: dict[str, Any] = {}
@@ -36,6 +41,10 @@ _mock_lock = threading.Lock()
 
 class SinkError(StreamkitError):
     exit_code = 1
+
+
+class StoreRefused(StreamkitError):
+    """What is stored cannot be used (or reset) as asked: the user decides what to do."""
 
 
 def _speed_up_mongomock(mongomock: Any) -> None:
@@ -110,9 +119,24 @@ def document_id(aggregation: str, key: dict, window_start: float | None) -> str:
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
-def fence_field(partition: str) -> str:
-    """A partition name as one field name: no '.', no leading '$'."""
-    return partition.replace("%", "%25").replace(".", "%2E").replace("$", "%24")
+def _escape(name: str) -> str:
+    return name.replace("%", "%25").replace(".", "%2E").replace("$", "%24").replace("|", "%7C")
+
+
+def _unescape(name: str) -> str:
+    return name.replace("%7C", "|").replace("%24", "$").replace("%2E", ".").replace("%25", "%")
+
+
+def fence_field(pipeline: str, partition: str) -> str:
+    """A pipeline's partition as one field name of ``_fence``: ``<pipeline>|<partition>``, each part
+    escaped (no '.', no '$', no '|'), so pipelines sharing a collection keep separate fences."""
+    return f"{_escape(pipeline)}|{_escape(partition)}"
+
+
+def fence_pipeline(field: str) -> str | None:
+    """The pipeline a fence field belongs to; None for a field of the unscoped (older) layout."""
+    owner, sep, _ = field.partition("|")
+    return _unescape(owner) if sep else None
 
 
 def _date(ts: float | None) -> dt.datetime | None:
@@ -121,6 +145,8 @@ def _date(ts: float | None) -> dt.datetime | None:
 
 class MongoSink(Sink):
     """Aggregates into MongoDB documents with bulk upserts (exactly once by default)."""
+
+    exactly_once = True
 
     options = {
         "uri": Option(str, "mongodb://127.0.0.1:27017", "MongoDB URI; mongomock:// for an in-memory store"),
@@ -134,6 +160,11 @@ class MongoSink(Sink):
     }
 
     def open(self) -> None:
+        self._connect()
+        if self.config["create_indexes"]:
+            self._retry("create indexes", self._create_indexes)
+
+    def _connect(self) -> None:
         c = self.config
         kwargs = {} if c["uri"].startswith("mongomock://") else {
             "serverSelectionTimeoutMS": int(c["connect_timeout"] * 1000),
@@ -146,10 +177,9 @@ class MongoSink(Sink):
         self.pipeline_name = pipeline.name if pipeline is not None else "pipeline"
         self.exact = pipeline is None or pipeline.spec.delivery == "exactly_once"
         self.epochs: dict[str, int] = {}
+        self.definition: dict | None = None
         #: ``_id`` s of the documents the last ``write`` created (for observers in ``flushed``)
         self.upserted: set = set()
-        if c["create_indexes"]:
-            self._retry("create indexes", self._create_indexes)
 
     def _create_indexes(self) -> None:
         self.coll.create_index([("aggregation", ASCENDING), ("window.start", DESCENDING)])
@@ -188,6 +218,40 @@ class MongoSink(Sink):
     def _offset_id(self, partition: str) -> str:
         return f"{self.pipeline_name}|{self.config['collection']}|{partition}"
 
+    def _own_offsets(self) -> dict:
+        """A filter for this pipeline's offsets records (one per partition), on the ``_id`` index."""
+        prefix = self._offset_id("")
+        return {"_id": {"$gte": prefix, "$lt": prefix[:-1] + chr(ord("|") + 1)}, "pipeline": self.pipeline_name}
+
+    def _file(self) -> str:
+        pipeline = self.context.pipeline
+        file = pipeline.spec.file if pipeline is not None else None
+        return file if file and not file.startswith("<") else "FILE"
+
+    def keep_definition(self, definition: dict) -> dict | None:
+        """The definition stored with this pipeline's positions (one that differs from
+        ``definition`` if any does); ``definition`` is stored with every partition claimed later.
+        Positions stored before fences were kept per pipeline are refused: the documents' fences
+        cannot tell this pipeline's merges from another's, so a replay could count twice."""
+        if not self.exact:
+            return None
+        self.definition = definition
+        docs = self._retry("read positions", lambda: list(self.offsets.find(
+            self._own_offsets(), {"definition": 1, "layout": 1, "resetting": 1})))
+        if any(d.get("resetting") for d in docs):
+            raise StoreRefused(f"{self.context.name}: a reset of pipeline {self.pipeline_name!r} was interrupted; "
+                               f"run `streamkit reset {self._file()}` again to complete it")
+        if any(d.get("layout") != LAYOUT for d in docs):
+            where = f"{self.config['database']}.{self.config['offsets_collection']}"
+            raise StoreRefused(f"{self.context.name}: the positions of pipeline {self.pipeline_name!r} in {where} "
+                               f"were stored by an earlier streamkit whose fences do not name the pipeline; "
+                               f"to start over run `streamkit reset {self._file()}`")
+        stored = [d["definition"] for d in docs if d.get("definition") is not None]
+        for d in stored:
+            if d != definition:
+                return d
+        return stored[0] if stored else None
+
     def positions(self, partitions: list[str]) -> dict:
         """Take ownership (a new epoch) and return where to resume: a stored position, or the
         (start, end) of an unfinished intent that must be replayed with the same boundaries."""
@@ -195,9 +259,12 @@ class MongoSink(Sink):
             return {}
         out: dict = {}
         for p in partitions:
+            insert = {"pipeline": self.pipeline_name, "partition": p, "collection": self.config["collection"],
+                      "layout": LAYOUT}
+            if self.definition is not None:
+                insert["definition"] = self.definition
             doc = self._retry("claim partition", lambda p=p: self.offsets.find_one_and_update(
-                {"_id": self._offset_id(p)},
-                {"$inc": {"epoch": 1}, "$setOnInsert": {"pipeline": self.pipeline_name, "partition": p}},
+                {"_id": self._offset_id(p)}, {"$inc": {"epoch": 1}, "$setOnInsert": insert},
                 upsert=True, return_document=ReturnDocument.AFTER))
             self.epochs[p] = doc["epoch"]
             intent = doc.get("intent")
@@ -315,7 +382,7 @@ class MongoSink(Sink):
         self._retry("write intents", self._set_intents, flush.parts)
         docs: dict[str, list] = {}
         for partition, part in flush.parts.items():
-            fence = (fence_field(partition), part.next)
+            fence = (fence_field(self.pipeline_name, partition), part.next)
             for d in flush.partition_deltas(partition):
                 docs.setdefault(document_id(d.aggregation, d.key, d.window_start), []).append((d, fence))
         ids = list(docs)
@@ -325,6 +392,61 @@ class MongoSink(Sink):
             slow = [self._update_each(ids[i], docs[ids[i]], now) for i in again]
             self._retry("bulk write", self._bulk, slow)
         self._retry("finish intents", self._finish, flush.parts)
+
+    # -- starting over ------------------------------------------------------------------
+    def reset(self, *, dry_run: bool = False, force: bool = False) -> dict[str, int]:
+        """Delete this pipeline's documents, positions and intents.
+
+        This pipeline's documents are those with one of its fences, and those without any
+        pipeline's fence whose aggregation is one of its own (written with ``at_least_once``, or
+        by an earlier streamkit). A document that also holds another pipeline's fence holds that
+        pipeline's counts too, which cannot be subtracted: without ``force`` nothing is deleted
+        and the other pipelines are named."""
+        self._connect()
+        try:  # one attempt: a command run by hand should not wait for a server that is down
+            return self._reset(dry_run, force)
+        except TRANSIENT as exc:
+            raise SinkError(f"{self.context.name}: MongoDB unreachable at {self.config['uri']}: {exc}; "
+                            f"nothing was removed") from None
+
+    def _reset(self, dry_run: bool, force: bool) -> dict[str, int]:
+        offsets = list(self.offsets.find(self._own_offsets(), {"intent": 1, "definition": 1}))
+        names = {a.name for a in self.context.pipeline.aggregations} if self.context.pipeline is not None else set()
+        for d in offsets:
+            for a in (d.get("definition") or {}).get("aggregations") or []:
+                names.add(a.get("name"))
+        mine, shared, others = [], 0, set()
+        for doc in self.coll.find({}, {"aggregation": 1, "_fence": 1}):
+            fences = doc.get("_fence")
+            owners = {fence_pipeline(f) for f in fences} if isinstance(fences, dict) else set()
+            owners.discard(None)
+            if self.pipeline_name in owners:
+                mine.append(doc["_id"])
+                owners.discard(self.pipeline_name)
+                if owners:
+                    shared += 1
+                    others |= owners
+            elif not owners and doc.get("aggregation") in names:
+                mine.append(doc["_id"])
+        where = f"{self.config['database']}.{self.config['collection']}"
+        if shared and not force:
+            raise StoreRefused(
+                f"{self.context.name}: {shared:,} documents of pipeline {self.pipeline_name!r} in {where} also "
+                f"hold the counts of pipeline {', '.join(repr(o) for o in sorted(others))}, which cannot be taken "
+                f"apart; nothing was removed. To delete them anyway, with those counts, add --force "
+                f"(then reset {'that pipeline' if len(others) == 1 else 'those pipelines'} too)")
+        out = {f"documents in {where}": len(mine), "positions": len(offsets),
+               "unfinished intents": sum(1 for d in offsets if d.get("intent"))}
+        if shared:
+            out["of them shared with " + ", ".join(sorted(others))] = shared
+        if dry_run:
+            return out
+        # Interrupted between here and the end, a start refuses and a second reset completes it.
+        self.offsets.update_many(self._own_offsets(), {"$set": {"resetting": True}})
+        for i in range(0, len(mine), 1000):
+            self.coll.delete_many({"_id": {"$in": mine[i:i + 1000]}})
+        self.offsets.delete_many(self._own_offsets())
+        return out
 
     def close(self) -> None:
         client = getattr(self, "client", None)
