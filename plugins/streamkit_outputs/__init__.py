@@ -7,9 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
-import orjson
-
-from streamkit import DeadLetterDestination, Duration, OneOf, Option, Sink, echo, hookimpl
+from streamkit import DeadLetterDestination, Duration, OneOf, Option, Sink, echo, hookimpl, to_json
 
 log = logging.getLogger("streamkit.dead_letters")
 
@@ -35,14 +33,15 @@ class Console(Sink):
 
     def write(self, flush: Any) -> None:
         if self.config["format"] == "jsonl":
-            out = b"\n".join(orjson.dumps(_delta_json(d), default=str) for d in flush.deltas())
+            out = b"\n".join(to_json(_delta_json(d)) for d in flush.deltas())
             if out:
                 echo(out.decode())
             return
         for agg in flush.aggregations:
             self.aggs[agg.name] = agg
         for d in flush.deltas():
-            k = (d.aggregation, tuple(d.key.values()), d.window_start)
+            # with their types: 1, 1.0 and true are different groups (Python's == says otherwise)
+            k = (d.aggregation, tuple((type(v), v) for v in d.key.values()), d.window_start)
             prev = self.pending.get(k)
             self.pending[k] = (d, d.partial if prev is None else d.aggregator.merge(prev[1], d.partial))
         if time.monotonic() - self.last >= self.config["every"]:
@@ -88,7 +87,7 @@ class JsonlSink(Sink):
         self.fh = open(self.config["path"], "ab")
 
     def write(self, flush: Any) -> None:
-        lines = [orjson.dumps({"flush": flush.seq, **_delta_json(d)}, default=str) for d in flush.deltas()]
+        lines = [to_json({"flush": flush.seq, **_delta_json(d)}) for d in flush.deltas()]
         if lines:
             self.fh.write(b"\n".join(lines) + b"\n")
             self.fh.flush()
@@ -146,7 +145,7 @@ class JsonlDeadLetters(DeadLetterDestination):
         self.fh = open(self.config["path"], "ab")
 
     def write(self, letters: list) -> None:
-        self.fh.write(b"".join(orjson.dumps(dl.to_json(), default=str) + b"\n" for dl in letters))
+        self.fh.write(b"".join(to_json(dl.to_json()) + b"\n" for dl in letters))
         self.fh.flush()
         os.fsync(self.fh.fileno())
 
