@@ -102,6 +102,16 @@ def key_problem(v: Any, limit: int) -> str | None:
     return f"must be a string, number or boolean to group by, got {t.__name__}"
 
 
+def _big_float(v: Any) -> bool:
+    # orjson reads an integer literal outside [-2**63, 2**64) as a double: such a double may
+    # have been an integer in the record, which only the record's text can tell
+    return type(v) is float and not -_TWO63 < v < _TWO64
+
+
+_TWO63 = float(2 ** 63)
+_TWO64 = float(2 ** 64)
+
+
 def _keys_ok(col: list, kinds: set, limit: int, decoded: bool) -> bool:
     if kinds == {str}:
         if max(map(len, col)) * 4 > limit:  # may exceed the limit: measure the UTF-8
@@ -119,19 +129,20 @@ def _keys_ok(col: list, kinds: set, limit: int, decoded: bool) -> bool:
         return INT64_MIN <= min(col) and max(col) <= INT64_MAX
     if not kinds <= KEY_TYPES:
         return False
-    return not any(key_problem(v, limit) for v in col)
+    return not any(key_problem(v, limit) or not decoded and _big_float(v) for v in col)
 
 
-def _numbers_ok(col: list) -> bool:
+def _numbers_ok(col: list, decoded: bool) -> bool:
     if not set(map(type, col)) <= NUMBER_TYPES:
         return False
     try:
         s = sum(col)  # finite only if every value is (or the sum of floats overflowed)
-        if s - s == 0 and INT64_MIN <= min(col) and max(col) <= INT64_MAX:
+        if s - s == 0 and INT64_MIN < min(col) and max(col) <= INT64_MAX:
             return True
     except OverflowError:  # an integer too large for a float, next to a float
         pass
-    return not any(map(number_problem, col))  # big floats, or a float sum that overflowed
+    # big floats, or a float sum that overflowed
+    return not any(map(number_problem, col)) and (decoded or not any(map(_big_float, col)))
 
 
 def to_json(value: Any) -> bytes:
@@ -214,7 +225,7 @@ class BatchReader:
                 columns[("key", f)] = col if kinds <= _PLAIN_KEYS else list(map(tag_key, col))
             for f in self.number_fields:
                 col = columns[f] if f in columns else list(map(itemgetter(f), records))
-                if not _numbers_ok(col):
+                if not _numbers_ok(col, decoded):
                     return None
                 columns[f] = col
             for f in self.value_fields:
@@ -244,8 +255,8 @@ class BatchReader:
             return None
         return columns, times
 
-    def problem(self, record: Any) -> str | None:
-        """Why ``record`` cannot be used, or None if it can."""
+    def problem(self, record: Any, raw: Any = None) -> str | None:
+        """Why ``record`` cannot be used, or None if it can (``raw``: the text it was decoded from)."""
         if type(record) is not dict:
             return f"not a JSON object: {type(record).__name__}"
         for f, limit in self.key_fields.items():
@@ -282,6 +293,13 @@ class BatchReader:
             if not low <= t < end:
                 return (f"field {f!r}: time {_show(v)} is out of range: its windows must lie within "
                         f"0001-01-01T00:00:00Z and 10000-01-01T00:00:00Z")
+        if raw is not None:
+            big = [f for f in (*self.key_fields, *self.number_fields) if _big_float(record[f])]
+            if big:
+                exact = json.loads(raw)
+                for f in big:
+                    if type(exact[f]) is int:
+                        return f"field {f!r} is an integer beyond signed 64 bits: {_show(exact[f])}"
         return None
 
     def _slow(self, batch: Batch) -> Columns:
@@ -297,11 +315,11 @@ class BatchReader:
                 except orjson.JSONDecodeError as exc:
                     dead.append(DeadLetter(batch.partition, batch.position(i), f"invalid JSON: {exc}", raw))
                     continue
-            reason = self.problem(rec)
+            reason = self.problem(rec, None if batch.decoded else raw)
             if reason is None:
                 good.append(rec)
             else:
                 dead.append(DeadLetter(batch.partition, batch.position(i), reason, raw))
-        cols = self._columns(good, batch.decoded)
+        cols = self._columns(good, True)  # True: the per-record checks read the text of big numbers
         assert cols is not None, "records that passed the per-record checks failed the batch checks"
         return Columns(good, cols[0], cols[1], dead)

@@ -212,3 +212,213 @@ aggregation_sets = st.lists(st.sampled_from(CANDIDATES), min_size=1, max_size=4,
 def test_hostile_streams_count_every_good_record_once_and_dead_letter_the_rest(
         capture_dead_letters, partitions, aggs, batch, max_records, key_bytes):
     check_run(partitions, aggs, batch, max_records, key_bytes, "mongomock://hostile", capture_dead_letters)
+
+
+# -- one test per rule ------------------------------------------------------------------------
+
+def _run(records, aggs, letters, *, uri=None, batch=100, max_records=100_000, decoded=False, sinks=None,
+         **extra):
+    """Run ``records`` (one partition) into a fresh mongomock database; (result, documents, reasons)."""
+    database = f"rules_{uuid.uuid4().hex[:8]}"
+    uri = uri or "mongomock://rules"
+    p = Pipeline.from_dict({
+        "name": database,
+        "source": {"type": "list", "partitions": {"p/0": records}, "batch": batch, "decoded": decoded},
+        "aggregations": aggs,
+        "sinks": sinks or [{"type": "mongodb", "uri": uri, "database": database}],
+        "flush": {"interval": "1h", "max_records": max_records},
+        "dead_letter": {"type": "capture"}, **extra,
+    })
+    letters.clear()
+    result = p.run()
+    from streamkit_mongodb import connect
+    docs = list(connect(uri)[database]["aggregations"].find({}))
+    return result, docs, {dl.position: dl.reason for dl in letters}
+
+
+COUNT_1M = [{"name": "c", "type": "count", "group_by": ["k"], "window": "1m"}]
+
+
+@pytest.mark.parametrize("decoded", [False, True])
+def test_event_times_whose_windows_leave_years_1_to_9999_are_dead_letters(capture_dead_letters, decoded):
+    bad_times = ["10000-01-01T00:00:00Z", "0000-12-31T23:59:59Z", 1e20, -1e20, 10 ** 20,
+                 "9999-12-31T23:59:59-01:00", "9999-12-31T23:59:30Z", "0001-01-01T00:00:30+00:00",
+                 END_TIME - 60, MIN_TIME + 59.5]
+    good_times = ["9999-12-31T23:58:59.5Z", END_TIME - 60.25, "0001-01-01T00:01:00Z", MIN_TIME + 60]
+    recs = [{"k": "a", "timestamp": t} for t in bad_times + good_times]
+    raws = recs if decoded else [json.dumps(r).encode() for r in recs]
+    result, docs, reasons = _run(raws, COUNT_1M, capture_dead_letters, decoded=decoded, batch=3)
+    assert sorted(reasons) == list(range(len(bad_times)))
+    assert all("out of range" in r or "ISO-8601" in r for r in reasons.values()), reasons
+    assert result.records_aggregated == len(good_times) == sum(d["count"] for d in docs)
+    assert sorted((d["window"]["start"].year, d["count"]) for d in docs) == [(1, 2), (9999, 2)]
+
+
+def test_generator_start_time_at_the_end_of_year_9999_dead_letters_instead_of_crashing(capture_dead_letters):
+    p = Pipeline.from_dict({
+        "source": {"type": "generator", "rate": 0, "start_time": "9999-12-31T23:58:58Z", "time_step": "1s"},
+        "aggregations": [{"name": "per_type", "type": "count", "group_by": ["interaction_type"], "window": "1m"}],
+        "sinks": [{"type": "mongodb", "uri": "mongomock://year9999", "database": "g"}],
+        "dead_letter": {"type": "capture"}})
+    r = p.run(max_events=100)
+    # 23:58:58 and 23:58:59 fall in windows ending by 23:59:00; from 23:59:00 on, a window would end in 10000
+    assert (r.records_read, r.records_aggregated, r.dead_letters) == (100, 2, 98)
+    assert {dl.reason.split(":")[0] for dl in capture_dead_letters} == {"field 'timestamp'"}
+
+
+@pytest.mark.parametrize("value", [18446744073709551615, 2 ** 63, -(2 ** 63) - 1])
+def test_integers_beyond_int64_are_dead_letters_as_key_and_as_value(capture_dead_letters, value):
+    aggs = [{"name": "s", "type": "sum", "field": "v", "group_by": ["k"]}]
+    recs = [json.dumps(r).encode() for r in
+            ({"k": value, "v": 1}, {"k": "a", "v": value}, {"k": 2 ** 63 - 1, "v": -(2 ** 63)})]
+    result, docs, reasons = _run(recs, aggs, capture_dead_letters)
+    assert sorted(reasons) == [0, 1]
+    assert all("beyond signed 64 bits" in r for r in reasons.values())
+    assert [(d["key"], d["sum"]) for d in docs] == [({"k": 2 ** 63 - 1}, -(2 ** 63))]
+
+
+def test_a_sum_that_leaves_int64_within_a_flush_and_in_the_store_is_stored_as_a_double(capture_dead_letters):
+    aggs = [{"name": "s", "type": "sum", "field": "v"}, {"name": "a", "type": "avg", "field": "v"}]
+    recs = [{"v": 2 ** 62}, {"v": 2 ** 62}, {"v": 2 ** 62}]
+    # flush 1: 2**62 + 2**62 leaves int64 in the engine; flush 2 adds 2**62 in the store
+    result, docs, reasons = _run(recs, aggs, capture_dead_letters, decoded=True, batch=2, max_records=2)
+    assert result.flushes == 2 and not reasons
+    by = {d["aggregation"]: d for d in docs}
+    assert by["s"]["sum"] == 3 * 2 ** 62 and by["a"]["count"] == 3 and by["a"]["avg"] == 2 ** 62
+
+
+def test_json_outputs_write_sums_beyond_64_bits_exactly(capture_dead_letters, tmp_path):
+    out = tmp_path / "deltas.jsonl"
+    recs = [{"v": 2 ** 63 - 1}] * 3
+    _run(recs, [{"name": "s", "type": "sum", "field": "v"}], capture_dead_letters, decoded=True,
+         sinks=[{"type": "jsonl", "path": str(out)}])
+    assert [json.loads(line)["sum"] for line in out.read_text().splitlines()] == [3 * (2 ** 63 - 1)]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_are_dead_letters(capture_dead_letters, bad):
+    aggs = [{"name": "s", "type": "sum", "field": "v", "group_by": ["k"]},
+            {"name": "c", "type": "count", "group_by": ["k"], "window": "1m"}]
+    recs = [{"k": "a", "v": bad, "timestamp": T0}, {"k": bad, "v": 1, "timestamp": T0},
+            {"k": "a", "v": 1, "timestamp": bad}, {"k": "a", "v": 1e308, "timestamp": T0},
+            {"k": "a", "v": 1e308, "timestamp": T0}]
+    result, docs, reasons = _run(recs, aggs, capture_dead_letters, decoded=True)
+    assert sorted(reasons) == [0, 1, 2]
+    assert "not a finite" in reasons[0] and "not a finite" in reasons[1] and "finite time" in reasons[2]
+    assert result.records_aggregated == 2
+
+
+def test_group_keys_above_max_key_bytes_are_dead_letters(capture_dead_letters):
+    aggs = [{"name": "c", "type": "count", "group_by": ["k"]}]
+    huge = "x" * 20_000_000
+    recs = [json.dumps({"k": k}).encode() for k in (huge, "é" * 513, "é" * 512, "x" * 1024, "k")]
+    result, docs, reasons = _run(recs, aggs, capture_dead_letters)
+    assert sorted(reasons) == [0, 1]
+    assert "above max_key_bytes (1,024)" in reasons[1] and len(reasons[0]) < 200
+    assert sorted(len(d["key"]["k"]) for d in docs) == [1, 512, 1024]
+    small = [{"name": "c", "type": "count", "group_by": ["k"], "max_key_bytes": 4}]
+    result, docs, reasons = _run(recs[2:], small, capture_dead_letters)
+    assert sorted(reasons) == [0, 1] and [d["key"] for d in docs] == [{"k": "k"}]
+
+
+def test_max_key_bytes_is_validated(tmp_path):
+    from streamkit.cli import main
+    f = tmp_path / "p.yaml"
+    f.write_text("source: {type: generator}\naggregations:\n  - {name: c, type: count, max_key_bytes: 0}\n"
+                 "sinks: [{type: discard}]\n")
+    assert main(["validate", str(f)]) == 2
+
+
+def test_a_field_both_grouped_and_summed_holding_a_string_is_a_dead_letter(capture_dead_letters):
+    aggs = [{"name": "s", "type": "sum", "field": "n", "group_by": ["n"]}]
+    recs = [{"n": "x"}, {"n": 2}, {"n": True}, {"n": 2.0}, {"n": 2}]
+    result, docs, reasons = _run(recs, aggs, capture_dead_letters, decoded=True)
+    assert reasons == {0: "field 'n' is not a number: 'x'", 2: "field 'n' is a boolean, not a number: True"}
+    assert sorted((type(d["key"]["n"]).__name__, d["sum"]) for d in docs) == [("float", 2.0), ("int", 4)]
+
+
+def test_booleans_are_never_numbers(capture_dead_letters):
+    aggs = [{"name": "s", "type": "sum", "field": "v"}, {"name": "m", "type": "max", "field": "v"}]
+    result, docs, reasons = _run([b'{"v": true}', b'{"v": false}', b'{"v": 3}'], aggs, capture_dead_letters)
+    assert sorted(reasons) == [0, 1] and all("boolean" in r for r in reasons.values())
+    assert {d["aggregation"]: d.get("sum", d.get("max")) for d in docs} == {"s": 3, "m": 3}
+
+
+@pytest.mark.parametrize("max_records", [1, 2, 3, 100])
+def test_key_types_are_distinct_groups_whatever_the_flush_boundaries(capture_dead_letters, max_records):
+    from streamkit_mongodb import document_id
+    aggs = [{"name": "c", "type": "count", "group_by": ["k"]}]
+    recs = [b'{"k": 1}', b'{"k": true}', b'{"k": 1.0}', b'{"k": "1"}', b'{"k": 1}', b'{"k": 1.0}',
+            b'{"k": -0.0}', b'{"k": 0.0}', b'{"k": 0}', b'{"k": false}']
+    result, docs, reasons = _run(recs, aggs, capture_dead_letters, batch=1, max_records=max_records)
+    got = {(type(d["key"]["k"]).__name__, d["key"]["k"]): d["count"] for d in docs}
+    assert got == {("int", 1): 2, ("bool", True): 1, ("float", 1.0): 2, ("str", "1"): 1,
+                   ("float", 0.0): 2, ("int", 0): 1, ("bool", False): 1}
+    assert len({d["_id"] for d in docs}) == 7
+    assert all(d["_id"] == document_id("c", d["key"], None) for d in docs)
+
+
+def test_iso_times_with_z_and_any_fraction_parse_on_every_python():
+    from streamkit import event_time
+    assert event_time("2026-01-01T00:00:00Z") == T0
+    assert event_time("2026-01-01T00:00:00.5Z") == T0 + 0.5
+    assert event_time("2026-01-01T00:00:00.123456789+00:00") == pytest.approx(T0 + 0.123457)
+    assert event_time("2026-01-01T05:30:00+05:30") == T0
+    assert event_time("2026-01-01") == T0
+    for bad in ("yesterday", "", "Z", "2026-13-01T00:00:00Z", True, None, math.nan):
+        with pytest.raises(ValueError):
+            event_time(bad)
+
+
+def test_the_default_pipeline_runs_with_z_times(root):
+    p = Pipeline.from_yaml(f"{root}/pipeline.yaml", overrides=["source.rate=0", "sinks=[{type: discard}]",
+                                                                  "dashboard=null"])
+    r = p.run(max_events=2000)
+    assert r.records_aggregated == 2000 - r.dead_letters and r.records_aggregated > 1900
+
+
+class _RejectingCollection:
+    """Wraps a collection; the bulk write fails for the documents of one user, as a server-side
+    validation rule would make it fail, and writes the others."""
+
+    user = "u2"
+
+    def __init__(self, coll):
+        self.coll = coll
+
+    def __getattr__(self, name):
+        return getattr(self.coll, name)
+
+    def bulk_write(self, ops, ordered=False):
+        from pymongo.errors import BulkWriteError
+        bad = [i for i, op in enumerate(ops) if op._doc[0]["$set"]["key"]["$literal"].get("user_id") == self.user]
+        if not bad:
+            return self.coll.bulk_write(ops, ordered=ordered)
+        self.coll.bulk_write([op for i, op in enumerate(ops) if i not in bad], ordered=ordered)
+        raise BulkWriteError({"writeErrors": [{"index": i, "code": 121, "errmsg": "Document failed validation"}
+                                              for i in bad], "upserted": []})
+
+
+def test_a_document_mongodb_rejects_stops_the_run_once_with_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    import streamkit_mongodb
+    from streamkit.cli import main
+    opened = streamkit_mongodb.MongoSink.open
+
+    def open_(self):
+        opened(self)
+        self.coll = _RejectingCollection(self.coll)
+
+    monkeypatch.setattr(streamkit_mongodb.MongoSink, "open", open_)
+    f = tmp_path / "p.yaml"
+    f.write_text("name: reject\nsource: {type: generator, rate: 0, users: 3}\n"
+                 "aggregations: [{name: per_user, type: count, group_by: [user_id]}]\n"
+                 "sinks: [{type: mongodb, uri: 'mongomock://reject', database: r}]\n")
+    for attempt in range(2):  # a restart replays the same flush and stops the same way: no loop
+        assert main(["run", str(f), "--max-events", "500", "-q"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        line = err[0]
+        assert line.startswith("streamkit: error: sinks[0]: MongoDB rejected the document of aggregation "
+                               "'per_user', key {'user_id': 'u2'}, window all time (_id ")
+        assert "Document failed validation (code 121)" in line and "start again" in line
+

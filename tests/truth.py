@@ -89,12 +89,6 @@ def _no_constant(name):
     raise ValueError(f"{name} is not JSON")
 
 
-def _int_as_decoded(text):
-    # orjson reads an integer literal into a 64-bit integer where one holds it, else a double
-    v = int(text)
-    return v if -(2 ** 63) <= v < 2 ** 64 else float(v)
-
-
 def _walk_ok(v):
     """No lone surrogate and no non-finite number anywhere (orjson refuses both)."""
     if isinstance(v, str):
@@ -115,7 +109,7 @@ def _walk_ok(v):
 def decode(raw):
     """The record in ``raw`` bytes, or raise ValueError: strict UTF-8, standard JSON."""
     text = raw.decode("utf-8")
-    v = _json.loads(text, parse_constant=_no_constant, parse_int=_int_as_decoded)
+    v = _json.loads(text, parse_constant=_no_constant)
     if not _walk_ok(v):
         raise ValueError("not representable")
     return v
