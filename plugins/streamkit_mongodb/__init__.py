@@ -116,8 +116,8 @@ def fence_field(partition: str) -> str:
 
 
 _WAY_OUT = ("nothing of this flush was acknowledged: fix the cause (the server's validation rules, "
-            "indexes or limits) and start again, and the flush is replayed exactly; or start the "
-            "pipeline over (see README, \"What streamkit rejects, and how\")")
+            "indexes or limits) and start again, and the flush is replayed exactly; or start over "
+            "with: streamkit reset <pipeline file>")
 
 
 def _describe(op: Any) -> str:
