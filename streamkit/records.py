@@ -112,6 +112,10 @@ _TWO63 = float(2 ** 63)
 _TWO64 = float(2 ** 64)
 
 
+# The checks below trust what orjson guarantees when ``decoded`` is false (records straight from
+# JSON text): no NaN or infinity, no lone surrogate, integers within [-2**63, 2**64). Records a
+# source handed over as objects (``decoded``) get every check.
+
 def _keys_ok(col: list, kinds: set, limit: int, decoded: bool) -> bool:
     if kinds == {str}:
         if max(map(len, col)) * 4 > limit:  # may exceed the limit: measure the UTF-8
@@ -119,30 +123,49 @@ def _keys_ok(col: list, kinds: set, limit: int, decoded: bool) -> bool:
                 return max(map(len, map(str.encode, col))) <= limit
             except UnicodeEncodeError:
                 return False
-        if decoded:  # orjson never yields a lone surrogate; a source's own dicts may
+        if decoded:
             try:
                 "".join(col).encode()
             except UnicodeEncodeError:
                 return False
         return True
     if kinds == {int}:
-        return INT64_MIN <= min(col) and max(col) <= INT64_MAX
+        return max(col) <= INT64_MAX and (not decoded or INT64_MIN <= min(col))
     if not kinds <= KEY_TYPES:
         return False
     return not any(key_problem(v, limit) or not decoded and _big_float(v) for v in col)
 
 
 def _numbers_ok(col: list, decoded: bool) -> bool:
-    if not set(map(type, col)) <= NUMBER_TYPES:
+    kinds = set(map(type, col))
+    if not kinds <= NUMBER_TYPES:
         return False
+    if float not in kinds:  # integers: only their range (orjson's start at -2**63)
+        if max(col) <= INT64_MAX and (not decoded or INT64_MIN <= min(col)):
+            return True
+    elif not decoded and INT64_MIN < min(col) and max(col) <= INT64_MAX:
+        return True
+    if not decoded:
+        # an integer in [2**63, 2**64), or a double that may have been an integer literal
+        return not any(map(number_problem, col)) and not any(map(_big_float, col))
     try:
         s = sum(col)  # finite only if every value is (or the sum of floats overflowed)
-        if s - s == 0 and INT64_MIN < min(col) and max(col) <= INT64_MAX:
+        if s - s == 0 and INT64_MIN <= min(col) and max(col) <= INT64_MAX:
             return True
     except OverflowError:  # an integer too large for a float, next to a float
         pass
-    # big floats, or a float sum that overflowed
-    return not any(map(number_problem, col)) and (decoded or not any(map(_big_float, col)))
+    return not any(map(number_problem, col))  # big floats, or a float sum that overflowed
+
+
+def _times_ok(col: list, low: float, end: float, decoded: bool) -> bool:
+    if decoded:  # a NaN escapes min and max
+        try:
+            s = sum(col)
+        except OverflowError:
+            return False
+        if s != s:
+            return False
+    return low <= min(col) and max(col) < end
 
 
 def to_json(value: Any) -> bytes:
@@ -238,11 +261,7 @@ class BatchReader:
                 col = list(map(itemgetter(f), records))
                 kinds = set(map(type, col))
                 if kinds <= NUMBER_TYPES:
-                    try:
-                        s = sum(col)
-                    except OverflowError:
-                        return None
-                    if not (s - s == 0 and low <= min(col) and max(col) < end):
+                    if not _times_ok(col, low, end, decoded):
                         return None
                 elif kinds <= TIME_TYPES:
                     col = [event_time(v) for v in col]

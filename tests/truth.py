@@ -120,6 +120,8 @@ def exact_time(v):
     if type(v) in (int, float):
         if isinstance(v, float) and not _math.isfinite(v):
             return None
+        if isinstance(v, int) and abs(v) >= 2 ** 1024:  # no float holds it
+            return None
         return _F(v)
     if type(v) is str:
         try:
@@ -202,11 +204,14 @@ def hostile_truth(partitions, aggs, max_key_bytes=1024):
     good, bad = [], set()
     for p, raws in partitions.items():
         for i, raw in enumerate(raws):
-            try:
-                rec = decode(raw)
-            except ValueError:
-                bad.add((p, i))
-                continue
+            if not isinstance(raw, bytes):  # a source's own object: taken as it is
+                rec = raw
+            else:
+                try:
+                    rec = decode(raw)
+                except ValueError:
+                    bad.add((p, i))
+                    continue
             ok = isinstance(rec, dict)
             ok = ok and all(f in rec and rec[f] is not None and _key_ok(rec[f], max_key_bytes) for f in keys)
             ok = ok and all(f in rec and _number_ok(rec[f]) for f in numbers)
@@ -237,10 +242,19 @@ def hostile_truth(partitions, aggs, max_key_bytes=1024):
             if a["type"] == "count":
                 out[k] = {"count": (n, 0)}
                 continue
+            if a["type"] in ("min", "max"):
+                pick = min if a["type"] == "min" else max
+                out[k] = {a["type"]: (pick(_F(v) for v in vals), 0)}
+                continue
             exact_sum = sum(_F(v) for v in vals)
             spread = sum(abs(_F(v)) for v in vals)
             all_int = all(isinstance(v, int) for v in vals)
-            tol = 0.0 if all_int and spread <= INT64[1] else float(spread) * n * 2.0 ** -51
+            if all_int and spread <= INT64[1]:
+                tol = 0.0
+            elif spread < 2 ** 1000:
+                tol = float(spread) * n * 2.0 ** -51
+            else:  # near the largest double: a sum may round to infinity
+                tol = _math.inf
             if all_int and spread <= INT64[1]:  # an int64 in the store, exactly
                 exact_sum = int(exact_sum)
             if a["type"] == "sum":
