@@ -93,21 +93,41 @@ def test_poison_pills_then_kill9_and_restart_store_every_good_record_once(kafka,
     where = kafka.produce(topic, values, partition=lambda i: i % 2)
     ends = kafka.end_offsets(topic)
     name, database = unique("poison"), unique("poison")
-    config = pipeline(name, kafka_source(kafka.bootstrap, topic, unique("g")), mongo_server.uri, database,
-                      AGGS, {"max_records": 500, "interval": "0.3s"})
+    source = {**kafka_source(kafka.bootstrap, topic, unique("g")), "max_poll_records": 50}
+    config = pipeline(name, source, mongo_server.uri, database, AGGS, {"max_records": 100, "interval": "0.2s"})
     dead = tmp_path / "dead.jsonl"
     config["dead_letter"] = {"type": "jsonl", "path": str(dead)}
     yaml_file = write_yaml(tmp_path / "pipeline.yaml", config)
     client = mongo_server.client()
     db = client[database]
     env = {"CRASHKIT_GROUP_INSTANCE_ID": f"poison-{uuid.uuid4().hex[:6]}"}
-    notes = kill_loop(lambda: runs.start(yaml_file, "streamkit", env=env), rng, kills=3, low=0.5, high=2.5,
-                      after_kill=lambda: f"offsets {offsets_state(db, name)}", until_killed=True)
+    epochs = [0]
+
+    def ready() -> bool:  # a new epoch on a partition: this start took the partitions
+        top = max((s[2] or 0 for s in offsets_state(db, name).values()), default=0)
+        if top > epochs[0]:
+            epochs[0] = top
+            return True
+        return False
+
+    killed_at: list[dict] = []
+
+    def after_kill() -> str:
+        killed_at.append(offsets_state(db, name))
+        return f"offsets {killed_at[-1]}"
+
+    notes = kill_loop(lambda: runs.start(yaml_file, "streamkit", env=env), rng, kills=3, low=0.2, high=1.0,
+                      after_kill=after_kill, until_killed=True, ready=ready)
+    # the test means something only if a kill landed before the poisoned stream was consumed
+    assert any((state.get(f"{topic}/{p}", (None,))[0] or 0) < end
+               for state in killed_at for p, end in ends.items()), notes
     last = runs.start(yaml_file, "streamkit", env=env)
+    wait_for("the last start to take the partitions", lambda: ready() or not last.alive(), 60)
     wait_for("the topic to be consumed", lambda: consumed(db, name, topic, ends) or not last.alive(), 180)
     last.terminate()
     code = last.wait(30)
     notes.append(f"last start: exit {code}")
+    print("\n".join(notes))
     assert code == 0, last.tail() + "\n" + "\n".join(notes)
     parts = {f"{topic}/{p}": [] for p in range(2)}
     for value, (p, offset) in zip(values, where):
