@@ -8,8 +8,8 @@ from typing import Any
 from .aggregation import AggregationSpec
 from .errors import ConfigError
 from .options import Duration, Option, OneOf, check_options, closest
-from .records import MAX_KEY_BYTES
 from .plugins import Registry, build_registry, get_plugin_manager, load_module_plugin
+from .records import MAX_KEY_BYTES
 from .windows import parse_window
 from .yamlfile import Located, key_path
 
@@ -122,8 +122,8 @@ def _aggregation(loc: Located, registry: Registry, value: Any, path: tuple) -> A
     time_field = value.get("time_field", "timestamp")
     if not isinstance(time_field, str) or not time_field:
         raise loc.error(path + ("time_field",), f"expected a field name (a string), got {time_field!r}")
-    key_bytes = check_options({"max_key_bytes": KEY_BYTES}, {k: value[k] for k in ("max_key_bytes",) if k in value},
-                              loc.error, path)["max_key_bytes"]
+    own_limit = {k: v for k, v in value.items() if k == "max_key_bytes"}
+    key_bytes = check_options({"max_key_bytes": KEY_BYTES}, own_limit, loc.error, path)["max_key_bytes"]
     try:
         aggregator = cls(options)
     except ValueError as exc:

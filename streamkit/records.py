@@ -37,9 +37,6 @@ INT64_MAX = 2 ** 63 - 1
 #: default of an aggregation's ``max_key_bytes``: MongoDB's historical index-key limit, so a
 #: group key can be indexed on any server, and far above any real user, item or type id
 MAX_KEY_BYTES = 1024
-#: the tuple tag of a float or boolean group-by value in a table key (see :func:`tag_key`)
-KEY_TAG = ("float", "bool")
-
 _PLAIN_KEYS = frozenset((str, int))
 
 
