@@ -16,6 +16,7 @@ from .hookspecs import hookimpl
 from .options import REQUIRED, Duration, ListOf, OneOf, Option, parse_duration
 from .pipeline import Pipeline
 from .progress import echo
+from .records import to_json
 from .windows import event_time
 
 try:
@@ -27,6 +28,6 @@ __all__ = [
     "Pipeline", "RunResult", "hookimpl",
     "Source", "Sink", "Aggregator", "DeadLetterDestination", "AlertDestination", "SourceHooks", "Context",
     "Batch", "DeadLetter", "Delta", "Flush", "PartitionDelta",
-    "Option", "REQUIRED", "Duration", "ListOf", "OneOf", "parse_duration", "event_time", "echo",
+    "Option", "REQUIRED", "Duration", "ListOf", "OneOf", "parse_duration", "event_time", "echo", "to_json",
     "StreamkitError", "ConfigError", "PluginError", "SourceUnavailable", "__version__",
 ]

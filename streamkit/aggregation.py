@@ -5,6 +5,7 @@ from dataclasses import dataclass, field as _field
 from typing import Any, Iterable, Iterator
 
 from .components import Aggregator, Delta
+from .records import MAX_KEY_BYTES, untag_key
 from .windows import ALL_TIME, Hopping, Window
 
 
@@ -18,6 +19,8 @@ class AggregationSpec:
     window: Window = ALL_TIME
     time_field: str = "timestamp"
     options: dict = _field(default_factory=dict)
+    #: longest group-by value, in bytes of UTF-8; longer ones make the record a dead letter
+    max_key_bytes: int = MAX_KEY_BYTES
 
     @property
     def windowed(self) -> bool:
@@ -34,12 +37,13 @@ class AggregationSpec:
 
     # -- hot path: one call per batch -------------------------------------------------
     def add_columns(self, table: dict, columns: dict[str, list], times: list[float] | None, n: int) -> None:
-        """Aggregate one validated batch given as columns (field -> list of values)."""
+        """Aggregate one validated batch given as columns (field -> list of values, and
+        ``("key", field)`` -> the field's values as table keys; see ``records.Columns``)."""
         gb = self.group_by
         if len(gb) == 1:
-            keys: list = columns[gb[0]]
+            keys: list = columns[("key", gb[0])]
         elif gb:
-            keys = list(zip(*(columns[f] for f in gb)))
+            keys = list(zip(*(columns[("key", f)] for f in gb)))
         else:
             keys = [()] * n
         values = columns[self.field] if self.field else None
@@ -68,9 +72,9 @@ class AggregationSpec:
             start = None
         gb = self.group_by
         if len(gb) == 1:
-            key = {gb[0]: table_key}
+            key = {gb[0]: untag_key(table_key)}
         else:
-            key = dict(zip(gb, table_key))
+            key = dict(zip(gb, map(untag_key, table_key)))
         return key, start
 
     def deltas(self, items: Iterable[tuple[Any, Any]]) -> Iterator[Delta]:

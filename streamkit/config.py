@@ -9,6 +9,7 @@ from .aggregation import AggregationSpec
 from .errors import ConfigError, PluginError
 from .options import Duration, Option, OneOf, check_options, closest
 from .plugins import Registry, build_registry, get_plugin_manager, load_module_plugin
+from .records import MAX_KEY_BYTES
 from .windows import parse_window
 from .yamlfile import Located, key_path
 
@@ -18,7 +19,9 @@ FLUSH_OPTIONS = {
     "interval": Option(Duration, 1.0, "flush at least this often"),
     "max_records": Option(int, 100_000, "flush after this many records", min=1),
 }
-AGGREGATION_KEYS = {"name", "type", "group_by", "field", "window", "time_field"}
+AGGREGATION_KEYS = {"name", "type", "group_by", "field", "window", "time_field", "max_key_bytes"}
+KEY_BYTES = Option(int, MAX_KEY_BYTES, "longest group-by value in bytes of UTF-8 (longer: a dead letter)",
+                   min=1, max=1_048_576)
 
 
 @dataclass
@@ -119,12 +122,15 @@ def _aggregation(loc: Located, registry: Registry, value: Any, path: tuple) -> A
     time_field = value.get("time_field", "timestamp")
     if not isinstance(time_field, str) or not time_field:
         raise loc.error(path + ("time_field",), f"expected a field name (a string), got {time_field!r}")
+    own_limit = {k: v for k, v in value.items() if k == "max_key_bytes"}
+    key_bytes = check_options({"max_key_bytes": KEY_BYTES}, own_limit, loc.error, path)["max_key_bytes"]
     try:
         aggregator = cls(options)
     except ValueError as exc:
         raise loc.error(path, str(exc)) from None
     return AggregationSpec(name=name, type=type_name, aggregator=aggregator, group_by=group_by,
-                           field=fld, window=window, time_field=time_field, options=options)
+                           field=fld, window=window, time_field=time_field, options=options,
+                           max_key_bytes=key_bytes)
 
 
 def build_spec(loc: Located, *, plugin_manager=None) -> PipelineSpec:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
+import sys
 from typing import Any
 
 from .options import parse_duration
@@ -10,22 +12,61 @@ from .options import parse_duration
 _UTC = _dt.timezone.utc
 
 
+#: the event times a record may carry: what Python's datetime and MongoDB's dates both hold
+#: (0001-01-01T00:00:00Z up to, not including, 10000-01-01T00:00:00Z), as epoch seconds
+MIN_TIME = _dt.datetime(1, 1, 1, tzinfo=_UTC).timestamp()
+END_TIME = _dt.datetime(9999, 12, 31, tzinfo=_UTC).timestamp() + 86400.0
+
+
+def _fromisoformat(value: str) -> _dt.datetime:
+    """``datetime.fromisoformat`` with the 3.11 additions that matter here on 3.10 too:
+    a ``Z`` for UTC and fractions of a second with any number of digits."""
+    try:
+        return _dt.datetime.fromisoformat(value)
+    except ValueError:
+        if not _OLD_ISO:
+            raise
+    s = value
+    if s[-1:] in ("Z", "z"):
+        s = s[:-1] + "+00:00"
+    m = _FRACTION.search(s)
+    if m:  # 3.10 takes exactly 3 or 6 digits
+        digits = (m.group(1) + "000000")[:6]
+        s = s[:m.start()] + "." + digits + s[m.end():]
+    return _dt.datetime.fromisoformat(s)
+
+
+_OLD_ISO = sys.version_info < (3, 11)
+_FRACTION = re.compile(r"\.(\d+)(?=$|[+-])")
+
+
 def event_time(value: Any) -> float:
-    """Epoch seconds from a number (epoch seconds) or an ISO-8601 string (UTC if no zone)."""
+    """Epoch seconds from a number (epoch seconds) or an ISO-8601 string (UTC if no zone).
+
+    Raises ValueError for anything else, for non-finite numbers and for numbers too large
+    to be a float; whether the time lies in the accepted range is the caller's check
+    (see ``MIN_TIME`` / ``END_TIME``)."""
     t = type(value)
     if t is int or t is float:
-        if t is float and not math.isfinite(value):
+        try:
+            f = float(value)
+        except OverflowError:
+            raise ValueError("not a time: a number too large for a float") from None
+        if not math.isfinite(f):
             raise ValueError(f"not a finite time: {value!r}")
-        return float(value)
+        return f
     if t is str:
         try:
-            d = _dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"not an ISO-8601 time or epoch seconds: {value!r}") from None
+            d = _fromisoformat(value)
+        except (ValueError, IndexError):
+            raise ValueError(f"not an ISO-8601 time or epoch seconds: {value!r}"[:200]) from None
         if d.tzinfo is None:
             d = d.replace(tzinfo=_UTC)
-        return d.timestamp()
-    raise ValueError(f"not an ISO-8601 time or epoch seconds: {value!r}")
+        try:
+            return d.timestamp()
+        except (OverflowError, ValueError):
+            raise ValueError(f"not a representable time: {value!r}"[:200]) from None
+    raise ValueError(f"not an ISO-8601 time or epoch seconds: {value!r}"[:200])
 
 
 class Window:

@@ -12,7 +12,15 @@ from typing import Any, Mapping
 from streamkit import Aggregator, hookimpl
 
 
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
 def _lit(value: Any) -> dict:
+    # MongoDB holds integers up to signed 64 bits. Records carry no larger ones (they are
+    # dead letters), but a sum of them can leave that range within one flush: it is stored
+    # as a double, which is what MongoDB's $add makes of a stored sum that overflows.
+    if type(value) is int and not _INT64[0] <= value <= _INT64[1]:
+        value = float(value)
     return {"$literal": value}
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 
-from streamkit import DeadLetterDestination, Duration, Option
+from streamkit import DeadLetterDestination, Duration, Option, to_json
 
 from .client import SECURITY_OPTIONS, connection_options, split_partition
 from .producer import DurableProducer
@@ -78,7 +77,7 @@ def _raw(record: Any) -> bytes | None:
         return bytes(record)
     if isinstance(record, str):
         return record.encode()
-    return orjson.dumps(record, default=str)
+    return to_json(record)
 
 
 def _kafka_source_options(context: Any) -> dict:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from streamkit import REQUIRED, Duration, OneOf, Option, Sink
+from streamkit import REQUIRED, Duration, OneOf, Option, Sink, to_json
 
 from .client import connection_options
 from .producer import DurableProducer
@@ -70,8 +70,8 @@ class KafkaSink(Sink):
         else:
             futures = []
             for d in flush.deltas():
-                value = dumps({"aggregation": d.aggregation, "key": d.key, "window": d.window_json(),
-                               "values": d.values}, default=str)
+                value = to_json({"aggregation": d.aggregation, "key": d.key, "window": d.window_json(),
+                                 "values": d.values})  # a sum may exceed 64 bits: written exactly
                 key = _key(d.key.get(field)) if field is not None else None
                 futures.append(send(topic, value=value, key=key))
         if futures:

@@ -22,6 +22,8 @@ import time
 from typing import Any
 
 import orjson
+import bson
+from bson.errors import BSONError
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import (AutoReconnect, BulkWriteError, ConnectionFailure, NetworkTimeout,
                             ServerSelectionTimeoutError)
@@ -137,6 +139,27 @@ def fence_pipeline(field: str) -> str | None:
     """The pipeline a fence field belongs to; None for a field of the unscoped (older) layout."""
     owner, sep, _ = field.partition("|")
     return _unescape(owner) if sep else None
+
+
+_WAY_OUT = ("nothing of this flush was acknowledged: fix the cause (the server's validation rules, "
+            "indexes or limits) and start again, and the flush is replayed exactly; or start over "
+            "with: streamkit reset <pipeline file>")
+
+
+def _describe(op: Any) -> str:
+    """Which document an update of this sink writes: aggregation, key, window and _id."""
+    try:
+        head = op._doc[0]["$set"]
+        window = head["window"]["$literal"]
+        start, end = (w.isoformat().replace("+00:00", "Z") if w is not None else None
+                      for w in (window["start"], window["end"]))
+        span = "all time" if start is None else f"{start}..{end}"
+        key = repr(head["key"]["$literal"])
+        key = key if len(key) <= 200 else key[:200] + "..."
+        return (f"the document of aggregation {head['aggregation']['$literal']!r}, key {key}, "
+                f"window {span} (_id {op._filter.get('_id')})")
+    except (AttributeError, LookupError, TypeError):
+        return "a document"
 
 
 def _date(ts: float | None) -> dt.datetime | None:
@@ -353,7 +376,10 @@ class MongoSink(Sink):
         return UpdateOne({"_id": _id}, pipeline, upsert=True)
 
     def _bulk(self, ops: list) -> list[int]:
-        """Write ``ops`` unordered; the indexes of those that failed with a duplicate key."""
+        """Write ``ops`` unordered; the indexes of those that failed with a duplicate key.
+
+        Any other rejection is not transient: retrying or replaying cannot change it, so it
+        stops the pipeline with one line naming the document (:meth:`_rejected`)."""
         if not ops:
             return []
         try:
@@ -365,9 +391,29 @@ class MongoSink(Sink):
             errors = exc.details.get("writeErrors", [])
             other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
             if other:
-                raise SinkError(f"{self.context.name}: MongoDB rejected {len(other)} updates: "
-                                f"{other[0].get('errmsg')}") from None
+                raise self._rejected(ops, other) from None
             return [e["index"] for e in errors]
+        except (OverflowError, BSONError, UnicodeError) as exc:  # refused before it was sent
+            raise self._unencodable(ops, exc) from None
+
+    def _rejected(self, ops: list, errors: list[dict]) -> SinkError:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more documents)" if len(errors) > 1 else ""
+        why = f"{first.get('errmsg')} (code {first.get('code')})"
+        return SinkError(f"{self.context.name}: MongoDB rejected {_describe(ops[first['index']])}: {why}"
+                         f"{more}; {_WAY_OUT}")
+
+    def _unencodable(self, ops: list, exc: Exception) -> SinkError:
+        """The first document pymongo cannot encode, found one update at a time (this path only)."""
+        culprit = None
+        for op in ops:
+            try:
+                bson.encode({"q": op._filter, "u": op._doc})
+            except (OverflowError, BSONError, UnicodeError):
+                culprit = op
+                break
+        what = _describe(culprit) if culprit is not None else f"one of {len(ops)} documents"
+        return SinkError(f"{self.context.name}: cannot store {what}: {type(exc).__name__}: {exc}; {_WAY_OUT}")
 
     def write(self, flush: Any) -> None:
         now = dt.datetime.now(UTC)

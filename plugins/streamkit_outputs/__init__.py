@@ -7,10 +7,8 @@ import time
 from collections import Counter
 from typing import Any
 
-import orjson
-
 from streamkit import (ConfigError, DeadLetterDestination, Duration, OneOf, Option, Sink, StreamkitError, echo,
-                       hookimpl)
+                       hookimpl, to_json)
 
 log = logging.getLogger("streamkit.dead_letters")
 
@@ -66,14 +64,15 @@ class Console(Sink):
 
     def write(self, flush: Any) -> None:
         if self.config["format"] == "jsonl":
-            out = b"\n".join(orjson.dumps(_delta_json(d), default=str) for d in flush.deltas())
+            out = b"\n".join(to_json(_delta_json(d)) for d in flush.deltas())
             if out:
                 echo(out.decode())
             return
         for agg in flush.aggregations:
             self.aggs[agg.name] = agg
         for d in flush.deltas():
-            k = (d.aggregation, tuple(d.key.values()), d.window_start)
+            # with their types: 1, 1.0 and true are different groups (Python's == says otherwise)
+            k = (d.aggregation, tuple((type(v), v) for v in d.key.values()), d.window_start)
             prev = self.pending.get(k)
             self.pending[k] = (d, d.partial if prev is None else d.aggregator.merge(prev[1], d.partial))
         if time.monotonic() - self.last >= self.config["every"]:
@@ -119,7 +118,7 @@ class JsonlSink(Sink):
         self.fh = open_append(self)
 
     def write(self, flush: Any) -> None:
-        lines = [orjson.dumps({"flush": flush.seq, **_delta_json(d)}, default=str) for d in flush.deltas()]
+        lines = [to_json({"flush": flush.seq, **_delta_json(d)}) for d in flush.deltas()]
         if lines:
             append(self, self.fh, b"\n".join(lines) + b"\n")
 
@@ -175,7 +174,7 @@ class JsonlDeadLetters(DeadLetterDestination):
         self.fh = open_append(self)
 
     def write(self, letters: list) -> None:
-        append(self, self.fh, b"".join(orjson.dumps(dl.to_json(), default=str) + b"\n" for dl in letters))
+        append(self, self.fh, b"".join(to_json(dl.to_json()) + b"\n" for dl in letters))
 
     def close(self) -> None:
         if getattr(self, "fh", None):
