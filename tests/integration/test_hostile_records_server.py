@@ -117,6 +117,7 @@ def test_poison_pills_then_kill9_and_restart_store_every_good_record_once(kafka,
         return f"offsets {killed_at[-1]}"
 
     notes = kill_loop(lambda: runs.start(yaml_file, "streamkit", env=env), rng, kills=3, low=0.2, high=1.0,
+                      open_intents=lambda: {p: s[1] for p, s in offsets_state(db, name).items() if s[1]},
                       after_kill=after_kill, until_killed=True, ready=ready)
     # the test means something only if a kill landed before the poisoned stream was consumed
     assert any((state.get(f"{topic}/{p}", (None,))[0] or 0) < end

@@ -94,6 +94,7 @@ def test_two_generator_pipelines_killed_while_sharing_a_collection(mongo_server,
 
     def loop(k: str) -> list[str]:
         return kill_loop(lambda: runs.start(files[k], f"streamkit_{k}"), rngs[k], kills=3, low=0.5, high=2.0,
+                         open_intents=lambda: {p: s[1] for p, s in offsets_state(db, names[k]).items() if s[1]},
                          timeout=120, after_kill=lambda: f"{k}: offsets {offsets_state(db, names[k])}")
     t, box = _in_thread(lambda: loop("a"))
     events = loop("b") + _result(t, box)
@@ -137,6 +138,7 @@ def test_two_kafka_pipelines_on_one_topic_then_reset(kafka, mongo_server, runs, 
             return True
         return False
     notes = kill_loop(lambda: runs.start(files["b"], "streamkit_b", env=env), rng, kills=3, low=0.3, high=2.0,
+                      open_intents=lambda: {p: s[1] for p, s in offsets_state(db, names["b"]).items() if s[1]},
                       after_kill=lambda: f"b: offsets {offsets_state(db, names['b'])}", until_killed=True,
                       ready=ready)
     b = runs.start(files["b"], "streamkit_b", env=env)
