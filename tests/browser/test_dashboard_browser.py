@@ -11,12 +11,12 @@ import html.parser
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -27,7 +27,6 @@ pytestmark = pytest.mark.browser
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 OUTPUT = os.environ.get("STREAMKIT_TEST_OUTPUT") or os.path.join(ROOT, "test-output")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 XSS = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>']
 
 
@@ -116,8 +115,8 @@ class Tree(html.parser.HTMLParser):
         self.at.children.append(data)
 
 
-def chromium(url: str, *extra: str, profile: str, popen: bool = False):
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+def chromium(binary: str, url: str, *extra: str, profile: str, popen: bool = False):
+    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
            "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={profile}", "--virtual-time-budget=5000", *extra, url]
     if popen:
@@ -135,48 +134,83 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Run:
+    """``streamkit run -vv`` of the pipeline file; its log lines are collected as they come."""
+
+    def __init__(self, path: str) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamkit", "-vv", "run", path, "--quiet",
+                                      "--duration", "120"], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def stop(self, timeout: float) -> int:
+        """SIGINT, then the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(timeout=10)
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return "".join(self.lines[-30:])
+
+
+def summary(url: str) -> dict:
+    with urllib.request.urlopen(url + "api/summary", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def wait_for(what: str, check, timeout: float, run: Run):
+    """Poll ``check`` until it returns something true, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert run.proc.poll() is None, f"streamkit run exited while waiting for {what}:\n{run.log()}"
+        try:
+            value = check()
+        except OSError:
+            value = None
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
+        time.sleep(0.1)
+
+
 @pytest.fixture
-def pipeline(tmp_path):
-    if not CHROMIUM:
-        pytest.skip("chromium is not on PATH; install it with: apt-get install chromium")
+def pipeline(tmp_path, chromium_path):
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "streamkit", "run", pipeline_file(str(tmp_path), port),
-                             "--quiet", "--duration", "120"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    run = Run(pipeline_file(str(tmp_path), port))
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                with urllib.request.urlopen(url + "api/summary", timeout=2) as r:
-                    if (json.loads(r.read())["total_interactions"] or 0) > 600:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the pipeline's dashboard did not come up"
-            time.sleep(0.2)
-        yield proc, url
+        wait_for("dashboard with 600 records", lambda: (summary(url)["total_interactions"] or 0) > 600, 30, run)
+        yield run, url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        run.stop(timeout=20)
 
 
-def test_dashboard_in_a_real_browser(pipeline, tmp_path):
-    proc, url = pipeline
+def test_dashboard_in_a_real_browser(pipeline, chromium_path, tmp_path):
+    run, url = pipeline
     os.makedirs(OUTPUT, exist_ok=True)
     profile = str(tmp_path / "profile")
 
-    # two loads a little apart: numbers are there, and they moved
-    first = chromium(url + "?live=poll", "--dump-dom", profile=profile)
-    time.sleep(1.5)
-    second = chromium(url + "?live=poll", "--dump-dom", profile=profile)
+    def load(*extra: str, popen: bool = False):
+        return chromium(chromium_path, url + "?live=poll", *extra, profile=profile, popen=popen)
+
+    # two loads, the second once the stored total has moved past what the first showed
+    first = load("--dump-dom")
+    shown = number(Tree(first.stdout).root.by_id("kpi-total").text())
+    wait_for("records past the first load", lambda: summary(url)["total_interactions"] > shown, 30, run)
+    second = load("--dump-dom")
     for i, dump in enumerate((first, second), 1):
         with open(os.path.join(OUTPUT, f"dashboard-dom-{i}.html"), "w") as f:
             f.write(dump.stdout)
@@ -211,18 +245,26 @@ def test_dashboard_in_a_real_browser(pipeline, tmp_path):
     shot = os.path.join(OUTPUT, "dashboard.png")
     if os.path.exists(shot):
         os.remove(shot)
-    chromium(url + "?live=poll", f"--screenshot={shot}", "--window-size=1400,1000", profile=profile)
+    load(f"--screenshot={shot}", "--window-size=1400,1000")
     with open(shot, "rb") as f:
         head = f.read(24)
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (1400, 1000)
 
     # server-sent events: the page updates over one open stream while the pipeline runs;
     # the browser's virtual clock waits for that stream, so the dump comes once the pipeline stops
-    live = chromium(url, "--dump-dom", profile=profile, popen=True)
-    time.sleep(4)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    streams = sum("GET /api/events" in line for line in run.lines)
+    live = chromium(chromium_path, url, "--dump-dom", profile=profile, popen=True)
+    wait_for("event stream from the browser",
+             lambda: sum("GET /api/events" in line for line in run.lines) > streams, 60, run)
+    # streams send one event at once and then one per refresh: once a stream opened after the
+    # browser's has carried three, the browser's has carried at least as many
+    with urllib.request.urlopen(url + "api/events", timeout=30) as events:
+        received = 0
+        while received < 3:
+            line = events.readline()
+            assert line, "the event stream ended"
+            received += line.startswith(b"event: summary")
+    assert run.stop(timeout=30) == 0, run.log()
     dom, _ = live.communicate(timeout=60)
     body = next(n for n in Tree(dom).root.walk() if n.tag == "body")
     assert int(body.attrs.get("data-updates-sse", "0")) >= 2

@@ -7,9 +7,7 @@ import time
 
 import pytest
 
-from conftest import free_port
-
-pytestmark = pytest.mark.integration
+from crashkit import free_port
 
 
 @pytest.mark.parametrize("dead_letter", ["log", "kafka"])
