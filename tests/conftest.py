@@ -1,4 +1,4 @@
-"""Shared fixtures, and the one place a test reaches something outside its process.
+"""Shared fixtures, among them the only ones through which a test reaches a server or a browser.
 
 A test that needs a server or a browser asks for one of the fixtures in ``NEEDS`` (or one
 built on them) and carries that fixture's marker; collection stops with an error when the
@@ -36,8 +36,8 @@ def pytest_collection_modifyitems(config, items):
         needs = {NEEDS[f] for f in getattr(item, "fixturenames", ()) if f in NEEDS}
         marked = {m for m in MARKERS if item.get_closest_marker(m)}
         if needs != marked:
-            wrong.append(f"  {item.nodeid}: its fixtures need {sorted(needs) or 'no marker'}, "
-                         f"marked {sorted(marked) or 'with neither'}")
+            wrong.append(f"  {item.nodeid}: marked {sorted(marked) or 'with neither'}, "
+                         f"but its fixtures need {sorted(needs) or 'neither'}")
     if wrong:
         raise pytest.UsageError("tests whose markers do not match the servers they use "
                                 f"(fixtures {sorted(NEEDS)}):\n" + "\n".join(wrong))
