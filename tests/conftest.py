@@ -1,4 +1,14 @@
+"""Shared fixtures, among them the only ones through which a test reaches a server or a browser.
+
+A test that needs a server or a browser asks for one of the fixtures in ``NEEDS`` (or one
+built on them) and carries that fixture's marker; collection stops with an error when the
+two disagree, so ``pytest -m "not integration and not browser"`` runs every test that
+needs neither. Without the servers those fixtures skip, saying how to start them; with
+``STREAMKIT_REQUIRE_SERVERS=1`` (``scripts/test`` sets it) every skip of a marked test is
+a failure instead, so a run that could not reach a server cannot pass.
+"""
 import os
+import shutil
 import sys
 import types
 
@@ -9,6 +19,82 @@ from streamkit.plugins import get_plugin_manager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+# crashkit's helpers and truth serve server-free tests too
+sys.path.insert(1, os.path.join(ROOT, "tests", "integration"))
+
+REQUIRE = "STREAMKIT_REQUIRE_SERVERS"
+HOW = 'start the servers with: eval "$(scripts/services up)"'
+# fixture -> the marker of every test that uses it
+NEEDS = {"kafka_bootstrap": "integration", "mongo_uri": "integration", "secantus": "integration",
+         "chromium_path": "browser"}
+# (fixture, param) -> the marker of every test that takes that parameter of the fixture
+PARAM_NEEDS = {("store", "server"): "integration"}
+MARKERS = ("integration", "browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    wrong = []
+    for item in items:
+        needs = {NEEDS[f] for f in getattr(item, "fixturenames", ()) if f in NEEDS}
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        needs |= {m for (f, v), m in PARAM_NEEDS.items() if params.get(f) == v}
+        marked = {m for m in MARKERS if item.get_closest_marker(m)}
+        if needs != marked:
+            wrong.append(f"  {item.nodeid}: marked {sorted(marked) or 'with neither'}, "
+                         f"but its fixtures need {sorted(needs) or 'neither'}")
+    if wrong:
+        raise pytest.UsageError("tests whose markers do not match the servers they use "
+                                f"(fixtures {sorted(NEEDS)}):\n" + "\n".join(wrong))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if (report.skipped and os.environ.get(REQUIRE) == "1" and not hasattr(report, "wasxfail")
+            and any(item.get_closest_marker(m) for m in MARKERS)):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{REQUIRE}=1, so this may not skip: {reason}"
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _servers_only_where_marked(request, monkeypatch):
+    """A test without the marker runs (and starts processes) without the servers' addresses, so it
+    behaves alike with and without servers: the default pipeline falls back to mongomock://."""
+    if not any(request.node.get_closest_marker(m) for m in MARKERS):
+        monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
+        monkeypatch.delenv("MONGO_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    value = os.environ.get("KAFKA_BOOTSTRAP")
+    if not value:
+        pytest.skip(f"KAFKA_BOOTSTRAP is not set; {HOW}")
+    return value
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> str:
+    value = os.environ.get("MONGO_URI")
+    if not value:
+        pytest.skip(f"MONGO_URI is not set; {HOW}")
+    return value
+
+
+@pytest.fixture(scope="session")
+def secantus() -> None:
+    """SecantusDB, for tests that start a MongoDB-wire server of their own."""
+    pytest.importorskip("secantus", reason="SecantusDB is not installed (pip install -e .[test])")
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("chromium is not on PATH; install it with: apt-get install chromium")
+    return path
 
 
 @pytest.fixture

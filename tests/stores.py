@@ -9,7 +9,6 @@ Import the fixture into a test module: ``from stores import store  # noqa: F401`
 """
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
@@ -54,9 +53,7 @@ def store(request, monkeypatch):
         uri = f"mongomock://{kind}-{uuid.uuid4().hex}"
         yield Store(kind, uri, "db", streamkit_mongodb.connect(uri))
         return
-    uri = os.environ.get("MONGO_URI")
-    if not uri:
-        pytest.skip('MONGO_URI is not set; start the servers with: eval "$(scripts/services up)"')
+    uri = request.getfixturevalue("mongo_uri")  # skips, or fails under STREAMKIT_REQUIRE_SERVERS=1
     from pymongo import MongoClient
     client = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10000)
     database = f"eo_{uuid.uuid4().hex[:10]}"

@@ -7,6 +7,8 @@ import http.server
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import types
 import uuid
@@ -163,24 +165,40 @@ def test_rule_sees_the_merged_value_and_fires_once_across_runs(uri):
     assert got(hook.received) == {("hot item", (("item_id", "hot"),), None): 35}
 
 
-def test_concurrent_processes_fire_an_alert_once(uri):
+@pytest.mark.integration
+def test_concurrent_processes_fire_an_alert_once(mongo_uri, tmp_path):
+    """Three ``streamkit run`` processes at once, one partition each, feed one item on the real
+    server (one mongomock store serves one writer): the rule fires once, whoever crosses it."""
+    from pymongo import MongoClient
     rec = {"user_id": "u", "item_id": "hot", "interaction_type": "view", "timestamp": 0, "duration_ms": 500}
-    with Webhook() as hook:
-        runs = []
-        for part in ("records/0", "records/1", "records/2"):
-            cfg = config([rec] * 40, uri, alerts={"rules": RULES[:1], "destinations": [{"type": "webhook",
-                                                                                       "url": hook.url,
-                                                                                       "timeout": "60s"}]})
-            cfg["source"].update(partition=part, batch_size=3)
-            cfg["flush"] = {"max_records": 3}
-            runs.append(threading.Thread(target=Pipeline.from_dict(cfg).run))
-        for t in runs:
-            t.start()
-        for t in runs:
-            t.join()
-    assert len(hook.received) == 1 and hook.received[0]["value"] > 30
-    assert connect(uri)["shopdb"]["streamkit_alerts"].count_documents({}) == 1
-    assert connect(uri)["shopdb"]["aggs"].find_one({"aggregation": "interactions_per_item"})["count"] == 120
+    parts, per_part, threshold = ("records/0", "records/1", "records/2"), 40, RULES[0]["above"]
+    database = f"alerts_{uuid.uuid4().hex[:10]}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(os.path.dirname(__file__), "browser"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    client = MongoClient(mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10000)
+    try:
+        with Webhook() as hook:
+            procs = []
+            for part in parts:
+                cfg = config([rec] * per_part, mongo_uri, alerts={"rules": RULES[:1], "destinations": [
+                    {"type": "webhook", "url": hook.url, "timeout": "60s"}]})
+                cfg["sinks"][0]["database"] = database
+                cfg["source"].update(partition=part, batch_size=3)
+                cfg["flush"] = {"max_records": 3}
+                path = tmp_path / f"{part.replace('/', '-')}.yaml"
+                path.write_text(json.dumps(cfg))  # JSON is YAML
+                procs.append(subprocess.Popen([sys.executable, "-m", "streamkit", "run", str(path), "-q"],
+                                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+            for proc in procs:
+                _, err = proc.communicate(timeout=120)
+                assert proc.returncode == 0, err
+        assert len(hook.received) == 1 and hook.received[0]["value"] > threshold
+        db = client[database]
+        assert db["streamkit_alerts"].count_documents({}) == 1
+        assert db["aggs"].find_one({"aggregation": "interactions_per_item"})["count"] == per_part * len(parts)
+    finally:
+        client.drop_database(database)
+        client.close()
 
 
 def test_a_failing_webhook_does_not_stop_the_pipeline(uri, caplog):
@@ -189,12 +207,13 @@ def test_a_failing_webhook_does_not_stop_the_pipeline(uri, caplog):
             {"type": "webhook", "url": hook.url, "retries": 1, "timeout": "2s"}]})
         result = Pipeline.from_dict(cfg).run()
     assert result.records_read == 540
-    assert len(hook.received) == 2 * 2  # two alerts (i-top, i31), each tried twice
+    alerts = [k for k in expected_alerts(make_records(), 50) if k[0] == RULES[0]["name"]]
+    assert len(hook.received) == len(alerts) * 2  # each tried twice
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 2
+    assert len(errors) == len(alerts)
     assert errors[0].startswith(f"alerts: alerts.destinations[0]: POST to {hook.url} failed after 2 attempts: "
                                 "HTTP Error 500")
-    assert connect(uri)["shopdb"]["streamkit_alerts"].count_documents({}) == 2
+    assert connect(uri)["shopdb"]["streamkit_alerts"].count_documents({}) == len(alerts)
 
 
 @pytest.mark.parametrize("alerts,message", [
@@ -284,10 +303,8 @@ def test_alert_destinations_come_from_plugins(uri):
 
 @pytest.mark.integration
 @pytest.mark.filterwarnings("ignore:.*is deprecated. Use files:DeprecationWarning")
-def test_kafka_destination(uri):
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        pytest.skip("KAFKA_BOOTSTRAP is not set (start the test servers with scripts/services up)")
+def test_kafka_destination(uri, kafka_bootstrap):
+    bootstrap = kafka_bootstrap
     from kafka import KafkaConsumer
 
     topic = f"alerts-{uuid.uuid4().hex[:12]}"

@@ -1,10 +1,12 @@
 """`streamkit run` as a user runs it: exact --max-events, --set, the summary line, signals."""
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -19,15 +21,17 @@ def test_version(capsys):
 
 
 def test_run_max_events_exact_and_summary(root, capsys):
-    code = main(["run", f"{root}/pipeline.yaml", "--max-events", "4321", "--set", "source.rate=0", "--set", "dashboard.port=0",
-                 "--set", "sinks.1.every=1h", "--json", "-q"])
+    n, size = 4321, 1000  # the generator's batches are 1,000 records: a flush after each, the rest at the end
+    code = main(["run", f"{root}/pipeline.yaml", "--max-events", str(n), "--set", "source.rate=0", "--set", "dashboard.port=0",
+                 "--set", "sinks.1.every=1h", "--set", "flush.interval=1h", "--set", f"flush.max_records={size}",
+                 "--set", f"sinks.0.uri=mongomock://cli-{uuid.uuid4().hex}", "--json", "-q"])
     assert code == 0
     out = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(out[-1])
-    assert summary["records_read"] == 4321
-    assert summary["records_aggregated"] == 4321
+    assert summary["records_read"] == n
+    assert summary["records_aggregated"] == n
     assert summary["dead_letters"] == 0
-    assert summary["flushes"] >= 1
+    assert summary["flushes"] == math.ceil(n / size)
     assert summary["stopped_by"] == "max_events"
 
 
@@ -55,18 +59,28 @@ def test_signal_stops_cleanly_after_a_final_flush(root, tmp_path, sig):
 source: {{type: generator, rate: 2000}}
 aggregations: [{{name: total, type: count}}]
 sinks: [{{type: jsonl, path: "{out}"}}]
-flush: {{interval: 10s}}
+flush: {{interval: 1h, max_records: 700}}
 """)
     proc = subprocess.Popen([sys.executable, "-m", "streamkit", "run", str(f), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+
+    def written() -> int:
+        return sum(json.loads(line)["count"] for line in out.read_text().splitlines()) if out.exists() else 0
+
+    deadline = time.monotonic() + 60
+    while written() < 1000:  # two flushes by size: the run is well under way
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, f"{written()} records written after 60s"
+        time.sleep(0.05)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 0, stderr
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["stopped_by"] == "signal"
-    written = sum(json.loads(line)["count"] for line in out.read_text().splitlines())
-    assert written == summary["records_read"] > 1000  # the final flush wrote everything read
+    # one line per flush; all but the last by size; the last one wrote the rest of what was read
+    counts = [json.loads(line)["count"] for line in out.read_text().splitlines()]
+    assert summary["flushes"] == len(counts) and min(counts[:-1]) >= 700
+    assert sum(counts) == summary["records_read"] >= 1000
 
 
 def test_progress_line_on_a_terminal(root):

@@ -180,14 +180,15 @@ def test_summary_types_over_time_matches_the_windows(shop):
 
 
 def test_summary_health_reports_the_process(shop):
-    uri, _, _ = shop
+    uri, records, _ = shop
     with standalone(uri) as srv:
         _, s = get_json(srv.url + "api/summary")
     (proc,) = s["health"]["processes"]
     assert proc["pipeline"] == "shop" and proc["pid"] == os.getpid() and proc["source"] == "records"
     assert proc["state"] == "stopped"
     assert proc["records_read"] == 540 and proc["dead_letters"] == 0
-    assert proc["flushes"] == 11  # ten of 50 records and the last 40
+    size = config([], uri)["flush"]["max_records"]  # = the batch size: one flush per batch
+    assert proc["flushes"] == -(-len(records) // size)
     assert proc["lag_total"] == 0 and proc["lag"] == [{"partition": "records/0", "lag": 0}]
     assert s["health"]["running"] == 0 and s["health"]["records_per_second"] == 0
 
@@ -416,36 +417,65 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_dashboard_runs_inside_the_pipeline_and_stops_with_it(testsource, uri):
+class Gate:
+    """Lets the test source read no further than ``allowed`` records, so that a test can watch a
+    running pipeline step by step instead of sampling it at moments that depend on the machine."""
+
+    def __init__(self, monkeypatch) -> None:
+        import streamkit_testsource
+        self.allowed = 0
+        poll = streamkit_testsource.RecordsSource.poll
+        gate = self
+
+        def gated(source, timeout):
+            if gate.allowed <= source.pos < len(source.config["records"]):
+                time.sleep(min(timeout, 0.02))
+                return []
+            return poll(source, timeout)
+        monkeypatch.setattr(streamkit_testsource.RecordsSource, "poll", gated)
+
+
+def wait_for(what: str, check, timeout: float = 30):
+    """Poll ``check`` until it returns something true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
+        time.sleep(0.02)
+
+
+STEPS = [100, 200, 300, 540]  # records the gate lets through, one step after another (batches of 20)
+
+
+def test_dashboard_runs_inside_the_pipeline_and_stops_with_it(testsource, uri, monkeypatch):
+    gate = Gate(monkeypatch)
     records = make_records()
     cfg = config(records, uri, dashboard={"port": 0, "refresh": 0.2})
-    cfg["source"].update(rate=400, batch_size=20)
+    cfg["source"].update(batch_size=20)
     cfg["flush"] = {"interval": "0.1s", "max_records": 1000}
     p = Pipeline.from_dict(cfg)
     t = threading.Thread(target=p.run)
     t.start()
     try:
-        deadline = time.monotonic() + 10
-        while server_for(p) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        url = server_for(p).url
+        url = wait_for("dashboard", lambda: server_for(p), 10).url
         assert url.startswith("http://127.0.0.1:")
-        seen = []
-        while time.monotonic() < deadline and len(set(seen)) < 3:
-            _, s = get_json(url + "api/summary?top=1")
-            if s["total_interactions"]:
-                seen.append(s["total_interactions"])
-                assert s["health"]["processes"][0]["state"] == "running"
-            time.sleep(0.2)
-        assert len(set(seen)) >= 3 and seen == sorted(seen)  # live and only growing
+        for n in STEPS[:-1]:  # live: the page shows each step while the pipeline runs
+            gate.allowed = n
+            s = wait_for(f"total of {n}", lambda: (lambda s: s["total_interactions"] == n and s)(
+                get_json(url + "api/summary?top=1")[1]))
+            assert s["health"]["processes"][0]["state"] == "running"
+        gate.allowed = STEPS[-1]
     finally:
+        gate.allowed = len(records)
         t.join(timeout=20)
     assert server_for(p) is None
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "healthz", timeout=2)
     # the numbers stay exact when many flushes fed them while the page was read
     s = DashboardStore(connect(uri)["shopdb"], "aggs").summary(1)
-    assert s["total_interactions"] == 540 and s["distinct_users"] == 32
+    assert s["total_interactions"] == len(records) and s["distinct_users"] == len(truth(records)["users"])
 
 
 def test_port_in_use_stops_the_pipeline_with_one_line(testsource, uri):
@@ -493,30 +523,36 @@ def test_root_pipeline_enables_the_dashboard_on_localhost(root):
 
 
 # -- counters ----------------------------------------------------------------------------------
-def test_counters_stay_exact_across_processes_and_late_starts(testsource, uri):
+def test_counters_stay_exact_across_runs_and_late_starts(testsource, uri):
     """A first run without a dashboard section, then two partitions with one: the counters start
-    from what is stored and then follow every flush, whoever created a document."""
+    from what is stored and then follow every flush, whoever created a document. The runs take
+    turns: one mongomock store serves one writer (its updates are not atomic across threads);
+    tests/test_dashboard_integration.py runs the partitions as concurrent processes."""
     records = make_records()
     a, b, c = records[:200], records[200:380], records[380:]
     cfg = config(a, uri, dashboard=None)
     cfg["source"]["partition"] = "records/0"
     Pipeline.from_dict(cfg).run()
-    threads = []
     for part, recs in (("records/1", b), ("records/2", c)):
         cfg = config(recs, uri)
         cfg["source"].update(partition=part, batch_size=7)
         cfg["flush"] = {"max_records": 7}
-        threads.append(threading.Thread(target=Pipeline.from_dict(cfg).run))
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    coll = connect(uri)["shopdb"]["aggs"]
-    counters = {d["aggregation"]: d for d in connect(uri)["shopdb"]["streamkit_status"].find({"kind": "counter"})}
-    for name in ("interactions_per_user", "interactions_per_item", "duration_per_item", "interactions_per_type"):
+        Pipeline.from_dict(cfg).run()
+    check_counters(connect(uri)["shopdb"], records)
+
+
+def check_counters(db, records: list[dict]) -> None:
+    """The status counters equal the stored documents and the records' truth."""
+    coll = db["aggs"]
+    counters = {d["aggregation"]: d for d in db["streamkit_status"].find({"kind": "counter"})}
+    t = truth(records)
+    distinct = {"interactions_per_user": len(t["users"]), "interactions_per_item": len(t["items"]),
+                "duration_per_item": len(t["items"]), "interactions_per_type": sum(map(len, t["per_window"].values()))}
+    assert sorted(counters) == sorted(distinct)
+    for name, keys in distinct.items():
         docs = list(coll.find({"aggregation": name}))
-        assert counters[name]["keys"] == len(docs), name
-        assert counters[name]["count"] == sum(d["count"] for d in docs) == 540, name
+        assert counters[name]["keys"] == len(docs) == keys, name
+        assert counters[name]["count"] == sum(d["count"] for d in docs) == len(records), name
     assert counters["duration_per_item"]["sum"] == sum(r["duration_ms"] for r in records)
 
 
@@ -568,33 +604,26 @@ def test_cli_dashboard_errors_are_one_line():
 def test_consumer_lag_is_reported_while_running(testsource, uri, monkeypatch):
     from streamkit_dashboard import status
     monkeypatch.setattr(status, "LAG_EVERY", 0.05)
+    gate = Gate(monkeypatch)
     records = make_records()
     cfg = config(records, uri, dashboard={"port": 0, "refresh": 0.2})
-    cfg["source"].update(rate=500, batch_size=20)
+    cfg["source"].update(batch_size=20)
     cfg["flush"] = {"interval": "0.1s", "max_records": 1000}
     p = Pipeline.from_dict(cfg)
     t = threading.Thread(target=p.run)
     t.start()
-    seen, metrics = [], []
-    try:
-        while t.is_alive():
-            srv = server_for(p)
-            if srv is not None:
-                try:
-                    _, s = get_json(srv.url + "api/summary?top=1")
-                    _, _, m = http(srv.url + "metrics")
-                except OSError:  # the run ended between two reads
-                    break
-                if s["health"]["lag"] is not None:
-                    seen.append(s["health"]["lag"])
-                    metrics.append(m.decode())
-            time.sleep(0.05)
-    finally:
-        t.join(timeout=20)
-    assert len(seen) >= 3 and seen == sorted(seen, reverse=True) and seen[0] > seen[-1]
-    assert all(0 <= n <= 540 for n in seen)
     proc = f'pipeline="shop",process="{socket.gethostname()}:{os.getpid()}",partition="records/0"'
-    assert any(f"streamkit_consumer_lag{{{proc}}} " in m for m in metrics)
+    try:
+        url = wait_for("dashboard", lambda: server_for(p), 10).url
+        for n in STEPS[:-1]:  # the lag of each step: the records the source has not read yet
+            gate.allowed = n
+            lag = len(records) - n
+            wait_for(f"lag of {lag}", lambda: get_json(url + "api/summary?top=1")[1]["health"]["lag"] == lag)
+            assert f"streamkit_consumer_lag{{{proc}}} {lag}" in http(url + "metrics")[2].decode()
+    finally:
+        gate.allowed = len(records)
+        t.join(timeout=20)
+    assert not t.is_alive()
 
 
 def check_top_lists(db, ascending: bool) -> None:

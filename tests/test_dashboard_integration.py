@@ -11,6 +11,8 @@ import datetime as dt
 import json
 import os
 import random
+import subprocess
+import sys
 import threading
 import urllib.request
 import uuid
@@ -25,20 +27,12 @@ from streamkit_dashboard.status import STATUS_COLLECTION, baseline, counter_id
 from streamkit_dashboard.store import DashboardStore
 from streamkit_mongodb import document_id
 
-from test_dashboard import XSS_SCRIPT, check_top_lists, config, make_records, truth
+from test_dashboard import SOURCE_DIR, XSS_SCRIPT, check_counters, check_top_lists, config, make_records, truth
 
 pytestmark = [pytest.mark.integration,
               # kafka-python loads its protocol schemas with a deprecated importlib call
               pytest.mark.filterwarnings("ignore:.*is deprecated. Use files:DeprecationWarning")]
 UTC = dt.timezone.utc
-
-
-@pytest.fixture
-def mongo_uri():
-    uri = os.environ.get("MONGO_URI")
-    if not uri:
-        pytest.skip('MONGO_URI is not set; start the servers with: eval "$(scripts/services up)"')
-    return uri
 
 
 @pytest.fixture
@@ -208,16 +202,44 @@ def test_a_pipeline_keeps_exact_counters_and_fires_alerts_on_the_real_server(dat
     assert sorted(a["key"]["item_id"] for a in alerts) == sorted(k for k, n in t["items"].items() if n > 30)
 
 
+def test_counters_stay_exact_across_processes_and_late_starts(database, mongo_uri, tmp_path):
+    """A first run without a dashboard section, then two partitions with one as two processes at
+    once, creating and updating the same documents: the counters start from what is stored and then
+    follow every flush, whoever created a document (one mongomock store serves one writer, so this
+    needs a real server)."""
+    client, dbname = database
+    records = make_records()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SOURCE_DIR, os.environ.get("PYTHONPATH", "")])}
+
+    def start(part: str, recs: list[dict], **extra) -> subprocess.Popen:
+        cfg = config(recs, mongo_uri, **extra)
+        cfg["sinks"][0]["database"] = dbname
+        cfg["source"].update(partition=part, batch_size=7)
+        cfg["flush"] = {"max_records": 7}
+        path = tmp_path / f"{part.replace('/', '-')}.yaml"
+        path.write_text(json.dumps(cfg))  # JSON is YAML
+        return subprocess.Popen([sys.executable, "-m", "streamkit", "run", str(path), "-q"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def finish(*procs: subprocess.Popen) -> None:
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+
+    finish(start("records/0", records[:200], dashboard=None))
+    # the rest alternately: both processes meet at the same documents, new windows among them
+    finish(start("records/1", records[200::2]), start("records/2", records[201::2]))
+    check_counters(client[dbname], records)
+
+
 @pytest.mark.parametrize("ascending", [False, True])
 def test_top_lists_stay_exact_on_the_real_server(database, ascending):
     client, dbname = database
     check_top_lists(client[dbname], ascending)
 
 
-def test_consumer_lag_of_a_kafka_source(monkeypatch):
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        pytest.skip('KAFKA_BOOTSTRAP is not set; start the servers with: eval "$(scripts/services up)"')
+def test_consumer_lag_of_a_kafka_source(kafka_bootstrap, monkeypatch):
+    bootstrap = kafka_bootstrap
     import time
 
     from kafka import KafkaProducer

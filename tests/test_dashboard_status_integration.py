@@ -21,10 +21,8 @@ pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture
-def database():
-    uri = os.environ.get("MONGO_URI")
-    if not uri:
-        pytest.skip('MONGO_URI is not set; start the servers with: eval "$(scripts/services up)"')
+def database(mongo_uri):
+    uri = mongo_uri
     name = f"dash_{uuid.uuid4().hex[:10]}"
     client = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
     yield uri, client, name

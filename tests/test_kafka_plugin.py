@@ -18,21 +18,27 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated. Use files:Depre
 
 
 class FakeProducer:
-    """Stands in for DurableProducer: records what would be sent."""
+    """Stands in for DurableProducer: records what would be sent, and checks that each write waits
+    for exactly the messages it sent."""
 
     sent: list = []
+    unwaited: list = []  # futures of messages sent and not yet waited for
 
     def __init__(self, what: str, options: dict, **settings) -> None:
         self.options = options
         self.settings = settings
         FakeProducer.sent = []
+        FakeProducer.unwaited = []
 
     def send(self, topic, value=None, key=None, headers=None, partition=None):
         FakeProducer.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
-        return object()
+        future = object()
+        FakeProducer.unwaited.append(future)
+        return future
 
     def wait(self, futures) -> None:
-        assert len(futures) <= len(FakeProducer.sent)
+        assert futures == FakeProducer.unwaited, "a write must wait for every message it sent, and only those"
+        FakeProducer.unwaited = []
 
     def close(self) -> None:
         pass
@@ -42,7 +48,8 @@ class FakeProducer:
 def fake_producer(monkeypatch):
     monkeypatch.setattr(sink_mod, "DurableProducer", FakeProducer)
     monkeypatch.setattr(dead_letters_mod, "DurableProducer", FakeProducer)
-    return FakeProducer
+    yield FakeProducer
+    assert FakeProducer.unwaited == [], f"{len(FakeProducer.unwaited)} messages sent and never waited for"
 
 
 def _generator(n: int, **extra) -> dict:

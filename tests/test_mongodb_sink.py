@@ -33,6 +33,14 @@ def stored(coll):
     return out
 
 
+def assert_documents(got: dict, want: dict) -> None:
+    """Exactly the truth's documents, none missing and none extra, with its values."""
+    assert sorted(set(got) - set(want), key=repr) == [], "documents the truth does not have"
+    assert sorted(set(want) - set(got), key=repr) == [], "documents missing"
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v), k
+
+
 def run(uri, n, **over):
     cfg = {"source": {"type": "generator", "seed": 3, "users": 40, "items": 10, "rate": 0, "time_step": 0.02,
                       "start_time": 1767225600, **over.pop("source", {})},
@@ -54,11 +62,7 @@ def test_documents_equal_the_truth():
     uri = "mongomock://docs"
     run(uri, 5000)
     coll = connect(uri).t.aggregations
-    got = stored(coll)
-    want = truth(5000)
-    assert set(got) == set(want)
-    for k, v in want.items():
-        assert got[k] == pytest.approx(v), k
+    assert_documents(stored(coll), truth(5000))
     doc = coll.find_one({"aggregation": "per_type_1m"})
     assert doc["window"]["end"] - doc["window"]["start"] == dt.timedelta(minutes=1)
     assert doc["_id"] == document_id("per_type_1m", doc["key"], doc["window"]["start"].timestamp())
@@ -70,11 +74,7 @@ def test_a_second_run_resumes_from_the_stored_position():
     r1 = run(uri, 3000)
     r2 = run(uri, 2000)  # continues at record 3000: the generator resumes from the sink's position
     assert (r1.records_read, r2.records_read) == (3000, 2000)
-    got = stored(connect(uri).t.aggregations)
-    want = truth(5000)
-    assert set(got) == set(want)
-    for k, v in want.items():
-        assert got[k] == pytest.approx(v), k
+    assert_documents(stored(connect(uri).t.aggregations), truth(5000))
 
 
 def test_replaying_a_flush_changes_nothing():
@@ -119,6 +119,4 @@ def test_at_least_once_mode_keeps_no_fences():
     db = connect(uri).t
     assert db.streamkit_offsets.count_documents({}) == 0
     assert db.aggregations.count_documents({"_fence": {"$exists": True}}) == 0
-    got = stored(db.aggregations)
-    for k, v in truth(2000).items():
-        assert got[k] == pytest.approx(v)
+    assert_documents(stored(db.aggregations), truth(2000))

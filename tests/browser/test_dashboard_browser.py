@@ -7,16 +7,17 @@ that server-sent events update the page, and saves a screenshot to
 """
 from __future__ import annotations
 
+import contextlib
 import html.parser
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -27,7 +28,6 @@ pytestmark = pytest.mark.browser
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 OUTPUT = os.environ.get("STREAMKIT_TEST_OUTPUT") or os.path.join(ROOT, "test-output")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 XSS = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>']
 
 
@@ -116,8 +116,8 @@ class Tree(html.parser.HTMLParser):
         self.at.children.append(data)
 
 
-def chromium(url: str, *extra: str, profile: str, popen: bool = False):
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+def chromium(binary: str, url: str, *extra: str, profile: str, popen: bool = False):
+    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
            "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={profile}", "--virtual-time-budget=5000", *extra, url]
     if popen:
@@ -135,48 +135,155 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Run:
+    """``streamkit run`` of the pipeline file; its log lines are collected as they come."""
+
+    def __init__(self, path: str) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamkit", "run", path, "--quiet",
+                                      "--duration", "120"], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def stop(self, timeout: float) -> int:
+        """SIGINT, then the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(timeout=10)
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return "".join(self.lines[-30:])
+
+
+class Relay:
+    """A TCP relay in front of the dashboard that counts the summary events it passes on over
+    /api/events: what a browser behind it has received, seen from outside the browser."""
+
+    MARK = b"event: summary"
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.events = 0
+        self.lock = threading.Lock()
+        self.clients: list[socket.socket] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        """Refuse new connections and drop open ones (the browser keeps spare ones open)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close alone would not
+        self.sock.close()
+        for client in self.clients:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.clients.append(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        up = None
+        try:
+            head = b""
+            while b"\r\n" not in head:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            up = socket.create_connection(("127.0.0.1", self.upstream))
+            up.sendall(head)
+            events = head.startswith(b"GET /api/events")
+            threading.Thread(target=self._pipe, args=(client, up), daemon=True).start()
+            tail = b""
+            while chunk := up.recv(65536):
+                client.sendall(chunk)
+                if events:  # a mark split over two chunks is counted once
+                    data = tail + chunk
+                    with self.lock:
+                        self.events += data.count(self.MARK)
+                    tail = data[-(len(self.MARK) - 1):]
+        except OSError:
+            pass
+        finally:  # shutdown, not just close: it also ends a recv blocked on the socket elsewhere
+            for sock in (client, up):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+
+
+def summary(url: str) -> dict:
+    with urllib.request.urlopen(url + "api/summary", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def wait_for(what: str, check, timeout: float, run: Run):
+    """Poll ``check`` until it returns something true, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert run.proc.poll() is None, f"streamkit run exited while waiting for {what}:\n{run.log()}"
+        try:
+            value = check()
+        except OSError:
+            value = None
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
+        time.sleep(0.1)
+
+
 @pytest.fixture
-def pipeline(tmp_path):
-    if not CHROMIUM:
-        pytest.skip("chromium is not on PATH; install it with: apt-get install chromium")
+def pipeline(tmp_path, chromium_path):
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "streamkit", "run", pipeline_file(str(tmp_path), port),
-                             "--quiet", "--duration", "120"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    run = Run(pipeline_file(str(tmp_path), port))
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                with urllib.request.urlopen(url + "api/summary", timeout=2) as r:
-                    if (json.loads(r.read())["total_interactions"] or 0) > 600:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the pipeline's dashboard did not come up"
-            time.sleep(0.2)
-        yield proc, url
+        wait_for("dashboard with 600 records", lambda: (summary(url)["total_interactions"] or 0) > 600, 30, run)
+        yield run, url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        run.stop(timeout=20)
 
 
-def test_dashboard_in_a_real_browser(pipeline, tmp_path):
-    proc, url = pipeline
+def test_dashboard_in_a_real_browser(pipeline, chromium_path, tmp_path):
+    run, url = pipeline
     os.makedirs(OUTPUT, exist_ok=True)
     profile = str(tmp_path / "profile")
 
-    # two loads a little apart: numbers are there, and they moved
-    first = chromium(url + "?live=poll", "--dump-dom", profile=profile)
-    time.sleep(1.5)
-    second = chromium(url + "?live=poll", "--dump-dom", profile=profile)
+    def load(*extra: str, popen: bool = False):
+        return chromium(chromium_path, url + "?live=poll", *extra, profile=profile, popen=popen)
+
+    # two loads, the second once the stored total has moved past what the first showed
+    first = load("--dump-dom")
+    shown = number(Tree(first.stdout).root.by_id("kpi-total").text())
+    wait_for("records past the first load", lambda: summary(url)["total_interactions"] > shown, 30, run)
+    second = load("--dump-dom")
     for i, dump in enumerate((first, second), 1):
         with open(os.path.join(OUTPUT, f"dashboard-dom-{i}.html"), "w") as f:
             f.write(dump.stdout)
@@ -211,18 +318,21 @@ def test_dashboard_in_a_real_browser(pipeline, tmp_path):
     shot = os.path.join(OUTPUT, "dashboard.png")
     if os.path.exists(shot):
         os.remove(shot)
-    chromium(url + "?live=poll", f"--screenshot={shot}", "--window-size=1400,1000", profile=profile)
+    load(f"--screenshot={shot}", "--window-size=1400,1000")
     with open(shot, "rb") as f:
         head = f.read(24)
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (1400, 1000)
 
-    # server-sent events: the page updates over one open stream while the pipeline runs;
-    # the browser's virtual clock waits for that stream, so the dump comes once the pipeline stops
-    live = chromium(url, "--dump-dom", profile=profile, popen=True)
-    time.sleep(4)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    # server-sent events: the page updates over one open stream while the pipeline runs; the
+    # browser's virtual clock waits for that stream, so the dump comes once the pipeline stops,
+    # which is once the relay in front of the dashboard has passed two events to the browser
+    relay = Relay(int(url.rsplit(":", 1)[1].strip("/")))
+    try:
+        live = chromium(chromium_path, relay.url, "--dump-dom", profile=profile, popen=True)
+        wait_for("two events passed to the browser", lambda: relay.events >= 2, 60, run)
+        assert run.stop(timeout=30) == 0, run.log()
+    finally:
+        relay.close()  # refused from now on, as the stopped dashboard would
     dom, _ = live.communicate(timeout=60)
     body = next(n for n in Tree(dom).root.walk() if n.tag == "body")
     assert int(body.attrs.get("data-updates-sse", "0")) >= 2

@@ -1,7 +1,8 @@
 """Fixtures for tests against the real servers that `scripts/services up` starts.
 
-KAFKA_BOOTSTRAP and MONGO_URI come from the environment; a test that needs one
-skips, saying how to start the servers, when it is unset. Names of topics and
+Every test here needs a server and is marked ``integration``; a test that needs none
+belongs in tests/. KAFKA_BOOTSTRAP and MONGO_URI come from the environment through the
+``kafka_bootstrap`` and ``mongo_uri`` fixtures of tests/conftest.py. Names of topics and
 databases are unique per test, and what a test creates is deleted after it.
 """
 from __future__ import annotations
@@ -18,7 +19,14 @@ import pytest
 # one private-server and port helper for every integration test
 from crashkit import MongoServer as PrivateMongo, free_port  # noqa: F401 (free_port: used by tests)
 
-HOW = 'start the servers with: eval "$(scripts/services up)"'
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.hookimpl(tryfirst=True)  # before tests/conftest.py checks the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if str(item.path).startswith(HERE + os.sep):
+            item.add_marker(pytest.mark.integration)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,22 +38,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def unique(prefix: str) -> str:
     """A topic or database name no other test (or earlier run) uses."""
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
-    value = os.environ.get("KAFKA_BOOTSTRAP")
-    if not value:
-        pytest.skip(f"KAFKA_BOOTSTRAP is not set; {HOW}")
-    return value
-
-
-@pytest.fixture(scope="session")
-def mongo_uri() -> str:
-    value = os.environ.get("MONGO_URI")
-    if not value:
-        pytest.skip(f"MONGO_URI is not set; {HOW}")
-    return value
 
 
 class Kafka:
@@ -181,8 +173,7 @@ def mongo_db(mongo_uri: str):
 
 
 @pytest.fixture
-def private_mongo():
-    pytest.importorskip("secantus", reason="SecantusDB is not installed (pip install -e .[test])")
+def private_mongo(secantus):
     folder = tempfile.mkdtemp(prefix="streamkit-mongo-")
     server = PrivateMongo(folder)
     server.start()

@@ -93,9 +93,8 @@ class MongoServer:
 
 
 @pytest.fixture(scope="module")
-def mongo_server():
+def mongo_server(secantus):
     """A private SecantusDB for the module (skipped when SecantusDB is not installed)."""
-    pytest.importorskip("secantus", reason="SecantusDB is not installed (pip install -e .[test])")
     folder = tempfile.mkdtemp(prefix="streamkit-crash-")
     server = MongoServer(folder)
     server.start()
@@ -134,11 +133,9 @@ class PrivateKafka:
 
 
 @pytest.fixture(scope="module")
-def private_kafka():
+def private_kafka(kafka_bootstrap):
     """A Kafka broker for the module alone (skipped when the shared one is not running either:
     the jars come from the same cache)."""
-    if not os.environ.get("KAFKA_BOOTSTRAP"):
-        pytest.skip('KAFKA_BOOTSTRAP is not set; start the servers with: eval "$(scripts/services up)"')
     folder = tempfile.mkdtemp(prefix="streamkit-kafka-")
     broker = PrivateKafka(folder)
     broker.services("up")

@@ -7,9 +7,7 @@ import time
 
 import pytest
 
-from conftest import free_port
-
-pytestmark = pytest.mark.integration
+from crashkit import free_port
 
 
 @pytest.mark.parametrize("dead_letter", ["log", "kafka"])
@@ -20,6 +18,7 @@ def test_unreachable_broker_fails_fast_with_one_line(tmp_path, dead_letter):
 source: {{type: kafka, bootstrap_servers: "127.0.0.1:{port}", topic: nowhere, connect_timeout: 3s}}
 aggregations: [{{name: per_user, type: count, group_by: [user_id]}}]
 sinks: [{{type: discard}}]
+delivery: at_least_once
 dead_letter: {{type: {dead_letter}}}
 """)
     started = time.monotonic()
