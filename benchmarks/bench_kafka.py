@@ -13,13 +13,18 @@ Contenders (each reads the whole topic from the start, in its own consumer group
                   in-process store), and discard (no store): the differences separate the
                   client's cost from the store's
   (b) bare        a kafka-python poll loop that orjson-decodes every value and does nothing else
+  (b') bare, CRC in Python   the same loop with kafka-python's pure-Python CRC-32C check, as when
+                  the ``crc32c`` package is not installed (kafka-python falls back to it silently)
   (c) naive       the seed's design: per record, decode, update the aggregate in memory, then
-                  update_one for the user's count and for the item's average. It is measured on
-                  a bounded sample (--sample records) and its rate extrapolated, because it is
-                  slow by orders of magnitude; the report says so.
+                  two update_one calls (two round trips): the user's count and the item's average.
+                  It is measured on the first --sample records of the topic only, because it is
+                  slow by orders of magnitude, and its rate is taken as its rate for the whole
+                  topic. The report prints its rate per quarter of the sample: once the 1,200
+                  documents exist the collection stops growing and the rate is steady.
 
 Events come from streamkit's generator (seed 42, 1,000 users, 200 items) through the kafka sink,
-keyed by user. ``--topic`` reuses a filled topic from an earlier run.
+keyed by user. ``--topic`` reuses a filled topic from an earlier run (and keeps it); a topic the
+script creates is deleted at the end unless ``--keep-topic``.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import cProfile
 import io
 import os
 import pstats
+import statistics
 import sys
 import time
 import uuid
@@ -81,10 +87,14 @@ def fill(bootstrap: str, topic: str, n: int) -> float:
 
 
 # -- (b) the client's ceiling -------------------------------------------------------------------
-def bare(bootstrap: str, topic: str, n: int, profile: bool = False) -> dict:
+def bare(bootstrap: str, topic: str, n: int, profile: bool = False, python_crc: bool = False) -> dict:
     from kafka import KafkaConsumer
+    from kafka.record import default_records, util
 
     loads = orjson.loads
+    checked = default_records.calc_crc32c
+    if python_crc:  # what kafka-python does without the crc32c package
+        default_records.calc_crc32c = lambda data: util.calc_crc32c(data, _crc32c=util.crc32c_py)
     started = time.perf_counter()
     c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
                       enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=10_000)
@@ -104,6 +114,7 @@ def bare(bootstrap: str, topic: str, n: int, profile: bool = False) -> dict:
             prof.disable()
     finally:
         c.close(autocommit=False)
+        default_records.calc_crc32c = checked
     end = time.perf_counter()
     out = {"records": got, "seconds": end - started, "steady": end - first}
     if prof:
@@ -204,6 +215,8 @@ def naive(bootstrap: str, topic: str, sample: int, uri: str) -> dict:
     c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-naive-{uuid.uuid4().hex[:8]}",
                       enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=500)
     got, first = 0, None
+    marks = []  # time at each quarter of the sample
+    quarter = max(1, sample // 4)
     try:
         while got < sample:
             for msgs in c.poll(timeout_ms=200).values():
@@ -221,13 +234,25 @@ def naive(bootstrap: str, topic: str, sample: int, uri: str) -> dict:
                     s, k = durations[i]
                     items.update_one({"_id": i}, {"$set": {"sum": s, "count": k, "avg": s / k}}, upsert=True)
                     got += 1
+                    if got % quarter == 0:
+                        marks.append(time.perf_counter())
         end = time.perf_counter()
     finally:
         c.close(autocommit=False)
         client.drop_database(db.name)
         if not uri.startswith("mongomock://"):
             client.close()
-    return {"records": got, "seconds": end - first, "steady": end - first}
+    quarters = [quarter / (b - a) for a, b in zip([first] + marks, marks)][:4]
+    return {"records": got, "seconds": end - first, "steady": end - first, "quarters": quarters}
+
+
+def drop_topic(bootstrap: str, topic: str) -> None:
+    from kafka.admin import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics([topic])
+    finally:
+        admin.close()
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -250,8 +275,10 @@ def where_kafka_python_spends(prof: cProfile.Profile, limit: int = 8) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=200_000, help="events in the topic (default 200,000)")
-    ap.add_argument("--sample", type=int, default=5_000, help="records the naive consumer handles")
+    ap.add_argument("--sample", type=int, default=20_000,
+                    help="records the naive consumer handles (default 20,000); its rate is taken for all")
     ap.add_argument("--topic", help="reuse this topic if it holds --events events (else it is created)")
+    ap.add_argument("--keep-topic", action="store_true", help="keep the topic this run creates")
     ap.add_argument("--profile", action="store_true",
                     help="profile the bare loop: where the client's time goes")
     ap.add_argument("--repeat", type=int, default=3, help="runs of (b) and (a)->discard; the best counts")
@@ -259,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flush-max-records", type=int, default=500_000,
                     help="streamkit's flush.max_records (default 500,000: flushes are time-triggered)")
     ap.add_argument("--skip", default="", help="comma list of contenders to skip: "
-                                               "mongodb,mongomock,discard,naive-mongodb,naive-mongomock")
+                                               "mongodb,mongomock,discard,python-crc,naive-mongodb,naive-mongomock")
     args = ap.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
     mongo = os.environ.get("MONGO_URI")
@@ -273,6 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     n = args.events
 
     topic = args.topic or f"bench_{n}_{uuid.uuid4().hex[:6]}"
+    try:
+        return measure(args, bootstrap, mongo, topic, skip)
+    finally:
+        if not args.topic and not args.keep_topic:
+            drop_topic(bootstrap, topic)
+
+
+def measure(args: argparse.Namespace, bootstrap: str, mongo: str | None, topic: str, skip: set) -> int:
+    n = args.events
     have = topic_size(bootstrap, topic)
     if have == 0:
         log(f"filling {topic} (4 partitions) with {n:,} generated events ...")
@@ -288,54 +324,84 @@ def main(argv: list[str] | None = None) -> int:
         if key not in results or rate(r) > rate(results[key]):
             results[key] = r
 
-    for i in range(args.repeat):  # the two client-bound contenders, interleaved
+    pairs: dict[str, list[float]] = {"a-discard": [], "b-pycrc": []}  # each run / (b) of the same round
+    for i in range(args.repeat):  # the client-bound contenders, interleaved
         log(f"(b) bare kafka-python + orjson loop ... [{i + 1}/{args.repeat}]")
-        best("b", bare(bootstrap, topic, n))
+        b = bare(bootstrap, topic, n)
+        best("b", b)
+        if "python-crc" not in skip:
+            log(f"(b') the same, CRC-32C checked in Python ... [{i + 1}/{args.repeat}]")
+            r = bare(bootstrap, topic, n, python_crc=True)
+            best("b-pycrc", r)
+            pairs["b-pycrc"].append(rate(r) / rate(b))
         if "discard" not in skip:
             log(f"(a) streamkit -> discard ... [{i + 1}/{args.repeat}]")
-            best("a-discard", streamkit_run(bootstrap, topic, n, {"type": "discard"}, flush))
+            r = streamkit_run(bootstrap, topic, n, {"type": "discard"}, flush)
+            best("a-discard", r)
+            pairs["a-discard"].append(rate(r) / rate(b))
     skip.add("discard")
-    sinks = [("discard", {"type": "discard"}),
-             ("mongomock", {"type": "mongodb", "uri": "mongomock://bench", "database": "bench",
-                            "collection": f"agg_{uuid.uuid4().hex[:6]}"}),
-             ("mongodb", {"type": "mongodb", "uri": mongo or "", "database": f"bench_{uuid.uuid4().hex[:8]}",
-                          "collection": "aggregations"})]
-    for name, sink in sinks:
-        if name in skip:
-            continue
-        log(f"(a) streamkit -> {name} ...")
-        results[f"a-{name}"] = streamkit_run(bootstrap, topic, n, sink, flush)
+    databases: list[str] = []
+
+    def sink(store: str) -> dict:  # a new database each time: exactly-once would resume otherwise
+        databases.append(f"bench_{uuid.uuid4().hex[:8]}")
+        uri = (mongo or "") if store == "mongodb" else "mongomock://bench"
+        return {"type": "mongodb", "uri": uri, "database": databases[-1], "collection": "aggregations"}
+
     for name, uri in (("mongomock", "mongomock://naive"), ("mongodb", mongo)):
-        if f"naive-{name}" in skip:
-            continue
-        log(f"(c) naive update_one per record -> {name} ({args.sample:,}-record sample) ...")
-        results[f"c-{name}"] = naive(bootstrap, topic, args.sample, uri)
-    if "a-mongodb" in results:  # drop the benchmark database on the server
+        if name not in skip:
+            log("(b) bare kafka-python + orjson loop, paired with the next ...")
+            b = bare(bootstrap, topic, n)
+            best("b", b)
+            log(f"(a) streamkit -> {name} ...")
+            r = results[f"a-{name}"] = streamkit_run(bootstrap, topic, n, sink(name), flush)
+            pairs[f"a-{name}"] = [rate(r) / rate(b)]
+        if f"naive-{name}" not in skip:
+            log(f"(c) naive update_one per record -> {name} ({args.sample:,}-record sample) ...")
+            results[f"c-{name}"] = naive(bootstrap, topic, args.sample, uri)
+            if name not in skip:  # (a) again, so that (c) is bracketed by (a) into the same store
+                log(f"(a) streamkit -> {name}, again after (c) ...")
+                results[f"a-{name}-after"] = streamkit_run(bootstrap, topic, n, sink(name), flush)
+    if mongo and databases:  # drop the benchmark databases on the server
         from pymongo import MongoClient
-        MongoClient(mongo).drop_database(sinks[2][1]["database"])
+        with MongoClient(mongo) as client:
+            for d in databases:
+                client.drop_database(d)
 
     print(f"\n{n:,} events, 4 partitions, {USERS:,} users, {ITEMS} items, flush.interval "
-          f"{args.flush_interval}, flush.max_records {args.flush_max_records:,}; records/s from the first record read (in brackets: including connect "
-          f"and group join); (b) and (a)->discard: best of {args.repeat}")
-    print(f"{'contender':<44} {'records/s':>12} {'(with join)':>13}")
+          f"{args.flush_interval}, flush.max_records {args.flush_max_records:,}; records/s from the first record "
+          f"read (in brackets: including connect and group join); (b), (b') and (a)->discard: best of "
+          f"{args.repeat}; (c): the first {args.sample:,} records only")
+    print(f"{'contender':<52} {'records/s':>12} {'(with join)':>13}")
     labels = {"b": "(b) bare kafka-python + orjson",
+              "b-pycrc": "(b') bare, CRC-32C in Python (no crc32c package)",
               "a-discard": "(a) streamkit -> discard",
-              "a-mongomock": "(a) streamkit -> mongodb (mongomock://)",
-              "a-mongodb": "(a) streamkit -> mongodb (MONGO_URI)",
-              "c-mongomock": "(c) naive update_one -> mongomock (sample)",
-              "c-mongodb": "(c) naive update_one -> MONGO_URI (sample)"}
+              "a-mongomock": "(a) streamkit -> mongodb on mongomock://",
+              "a-mongodb": "(a) streamkit -> mongodb on MONGO_URI",
+              "a-mongomock-after": "(a) streamkit -> mongodb on mongomock://, after (c)",
+              "a-mongodb-after": "(a) streamkit -> mongodb on MONGO_URI, after (c)",
+              "c-mongomock": "(c) naive, 2 update_one/record -> mongomock://",
+              "c-mongodb": "(c) naive, 2 update_one/record -> MONGO_URI"}
     for key, r in results.items():
-        print(f"{labels[key]:<44} {rate(r):>12,.0f} {rate(r, 'seconds'):>13,.0f}")
-    b = rate(results["b"])
-    print()
-    for key in ("a-discard", "a-mongomock", "a-mongodb"):
+        print(f"{labels[key]:<52} {rate(r):>12,.0f} {rate(r, 'seconds'):>13,.0f}")
+    for key in ("c-mongomock", "c-mongodb"):
         if key in results:
-            print(f"{labels[key][4:]:<40} / bare  = {rate(results[key]) / b:6.2f}x  (target >= 0.8)")
-    for store in ("mongomock", "mongodb"):
+            q = results[key]["quarters"]
+            print(f"{labels[key]}: records/s per quarter of the sample: " + ", ".join(f"{x:,.0f}" for x in q))
+    b = rate(results["b"])
+    print("\nratios to (b); paired: each run against the (b) run just before it (median, min-max)")
+    for key in ("b-pycrc", "a-discard", "a-mongomock", "a-mongodb"):
+        if key in results:
+            p = pairs.get(key) or [rate(results[key]) / b]
+            spread = f"{min(p):.2f}-{max(p):.2f}" if len(p) > 1 else "one pair"
+            print(f"{labels[key].split(') ', 1)[1]:<48} / bare = {statistics.median(p):5.2f}x paired ({spread}); "
+                  f"best / best {rate(results[key]) / b:5.2f}x")
+    for store, name in (("mongomock", "mongomock://"), ("mongodb", "MONGO_URI")):
         a, c = results.get(f"a-{store}"), results.get(f"c-{store}")
         if a and c:
-            print(f"streamkit / naive, both -> {store:<12}    = {rate(a) / rate(c):8,.0f}x  (target >= 50; "
-                  f"naive rate from a {c['records']:,}-record sample)")
+            after = results.get(f"a-{store}-after")
+            both = f" (before) and {rate(after) / rate(c):,.0f}x (after)" if after else ""
+            print(f"streamkit / naive, both into {name:<13} = {rate(a) / rate(c):,.0f}x{both}; naive: 2 update_one "
+                  f"round trips per record, the rate of its first {c['records']:,} records taken for all {n:,}")
     print()
     for key in ("a-discard", "a-mongomock", "a-mongodb"):
         r = results.get(key)
