@@ -43,12 +43,11 @@ def test_summary_line_text(root, capsys):
 
 
 def test_duration_stops_the_run(root, capsys):
-    t = time.monotonic()
     assert main(["run", f"{root}/pipeline.yaml", "--duration", "1.5", "--set", "source.rate=500", "--set", "dashboard.port=0", "--json", "-q"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["stopped_by"] == "duration"
     assert 0 < summary["records_read"] <= 1000  # at most 1.5 s at 500/s; fewer on a loaded machine
-    assert time.monotonic() - t < 10
+    assert summary["elapsed"] >= 1.5  # it ran for the whole duration, not less
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -31,5 +31,5 @@ dead_letter: {{type: {dead_letter}}}
     where = "source" if dead_letter == "log" else "dead_letter"
     assert lines[0] == (f"streamkit: error: {where}: no Kafka broker reachable at 127.0.0.1:{port} within 3s "
                         f"(KafkaTimeoutError: Unable to bootstrap from ['127.0.0.1:{port}'])")
-    assert 2.5 < elapsed < 15, elapsed
+    assert 2.5 < elapsed < 30, elapsed  # waited for connect_timeout (3s), then gave up
     assert proc.stdout == ""
