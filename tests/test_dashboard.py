@@ -590,6 +590,27 @@ def test_cli_dashboard_serves_until_interrupted():
     assert proc.returncode == 0, err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_dashboard_stops_on_signals_also_started_in_the_background(sig):
+    """A shell starts background jobs with SIGINT ignored, a service manager stops with SIGTERM:
+    either way the dashboard stops at once with exit code 0."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamkit", "dashboard", "--mongo-uri", "mongomock://",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert proc.stdout.readline().startswith(f"dashboard: http://127.0.0.1:{port}/")
+        assert get_json(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
+    finally:
+        proc.send_signal(sig)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, err
+
+
 def test_cli_dashboard_errors_are_one_line():
     r = subprocess.run([sys.executable, "-m", "streamkit", "dashboard", "--port", "70000"],
                        capture_output=True, text=True, timeout=30)

@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import os
+import signal
 import socket
 import socketserver
 import threading
@@ -307,15 +308,24 @@ class DashboardServer:
         self.thread.start()
 
     def serve(self) -> None:
-        """Serve in this thread until Ctrl-C (binds first unless :meth:`bind` was called)."""
+        """Serve in this thread until Ctrl-C or SIGTERM (binds first unless :meth:`bind` was called).
+
+        Both signals are taken over here: a process started in the background by a shell
+        inherits SIGINT ignored, and a service manager stops with SIGTERM."""
         if self.httpd is None:
             self.bind()
         assert self.httpd is not None
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, signal.default_int_handler)
         try:
             self.httpd.serve_forever(poll_interval=0.2)
         except KeyboardInterrupt:
             pass
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.stopping.set()
             self.httpd.server_close()
             self.httpd = None
