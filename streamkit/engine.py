@@ -108,7 +108,6 @@ class Engine:
         self.inflight = 0
         self.replays = Replays()
         self.writer = _Writer(self)
-        self.lock = threading.Lock()
 
     # -- writer thread ------------------------------------------------------------------
     def write(self, flush: Flush) -> None:
@@ -221,7 +220,7 @@ class Engine:
             what = changes(stored, current)
             if not what:  # the same aggregations in another order
                 continue
-            file = spec.file if spec.file and not spec.file.startswith("<") else "FILE"
+            file = self._file_for_commands()
             raise ConfigError(f"the aggregations of pipeline {spec.name!r} changed since {sspec.path} "
                               f"stored its positions: {'; '.join(what)}; to start over run "
                               f"`streamkit reset {file}`, or give the pipeline a new `name:`", file=spec.file)
@@ -234,13 +233,18 @@ class Engine:
         self.result.unfinished.update(unfinished)
         for p, (reached, until) in unfinished.items():
             if stopped_by == "source_finished":
-                file = self.spec.file if self.spec.file and not self.spec.file.startswith("<") else "FILE"
+                file = self._file_for_commands()
                 log.warning("%s: the source ended at position %d, before the end (%d) of the interrupted flush "
                             "it must replay, so nothing of it was written: let the source reach %d again, or "
                             "start over with `streamkit reset %s`", p, reached, until, until, file)
             else:
                 log.warning("%s: stopped at position %d while replaying an interrupted flush that ends at %d: "
                             "nothing of it was written; the next start replays it whole", p, reached, until)
+
+    def _file_for_commands(self) -> str:
+        """The pipeline file as a command line names it (``FILE`` when it came from data)."""
+        file = self.spec.file
+        return file if file and not file.startswith("<") else "FILE"
 
     def process(self, batch: Batch) -> None:
         n = len(batch.records)

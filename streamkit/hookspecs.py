@@ -40,7 +40,7 @@ def register_sinks(register: Callable[[str, type], None]) -> None:
     """Register sink types: ``register("mongodb", MongoSink)``. Classes derive from :class:`streamkit.Sink`.
 
     A sink that stores positions with its data sets ``exactly_once = True`` and implements
-    ``positions``, ``keep_definition`` and ``reset``.
+    ``positions`` (a :class:`streamkit.Resume` per partition), ``keep_definition`` and ``reset``.
     """
 
 

@@ -323,3 +323,18 @@ def test_kafka_destination(uri, kafka_bootstrap):
     values = [json.loads(m.value) for m in messages]
     assert got(values) == truth
     assert [m.key.decode() for m in messages] == [v["id"] for v in values]
+
+
+def test_destination_errors_in_a_file_name_its_line(uri, tmp_path):
+    """Destination options are checked with the core's check_options: file, line and key."""
+    import yaml
+
+    cfg = config(make_records()[:10], uri, alerts={"rules": RULES[:1],
+                                                   "destinations": [{"type": "log"}, {"type": "log", "colour": "red"}]})
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    lines = f.read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if "colour:" in text)
+    with pytest.raises(ConfigError) as e:
+        Pipeline.from_yaml(f).run()
+    assert str(e.value) == f"{f}:{line}: alerts.destinations[1].colour: unknown option; known options: level"
