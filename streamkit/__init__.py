@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from .components import (Aggregator, Batch, Context, DeadLetter, DeadLetterDestination, Delta, Flush,
                          PartitionDelta, PluginType, Resume, Sink, Source, SourceHooks)
-from .engine import RunResult
+from .result import RunResult
 from .errors import ConfigError, PluginError, SourceUnavailable, StreamkitError
 from .hookspecs import hookimpl, hookspec
 from .options import REQUIRED, Duration, ListOf, OneOf, Option, check_options, parse_duration

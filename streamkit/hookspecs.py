@@ -11,7 +11,7 @@ from pluggy import HookimplMarker, HookspecMarker
 
 if TYPE_CHECKING:
     from .components import Flush
-    from .engine import RunResult
+    from .result import RunResult
     from .pipeline import Pipeline
 
 hookspec = HookspecMarker("streamkit")

@@ -9,7 +9,8 @@ from typing import Any
 
 from .components import Context
 from .config import PipelineSpec, build_spec
-from .engine import Engine, RunResult
+from .engine import Engine
+from .result import RunResult
 from .errors import ConfigError, PluginError, StreamkitError
 from .options import check_max_events, check_run_duration
 from .plugins import get_plugin_manager
