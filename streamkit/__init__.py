@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from .components import (Aggregator, AlertDestination, Batch, Context, DeadLetter, DeadLetterDestination,
-                         Delta, Flush, PartitionDelta, Sink, Source, SourceHooks)
-from .engine import RunResult
+from .components import (Aggregator, Batch, Context, DeadLetter, DeadLetterDestination, Delta, Flush,
+                         PartitionDelta, PluginType, Resume, Sink, Source, SourceHooks)
+from .result import RunResult
 from .errors import ConfigError, PluginError, SourceUnavailable, StreamkitError
-from .hookspecs import hookimpl
-from .options import REQUIRED, Duration, ListOf, OneOf, Option, parse_duration
+from .hookspecs import hookimpl, hookspec
+from .options import REQUIRED, Duration, ListOf, OneOf, Option, check_options, parse_duration
 from .pipeline import Pipeline
 from .progress import echo
 from .records import to_json
-from .windows import event_time
+from .windows import UTC, event_time, iso_time
 
 try:
     __version__ = _version("streamkit")
@@ -25,9 +25,10 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
-    "Pipeline", "RunResult", "hookimpl",
-    "Source", "Sink", "Aggregator", "DeadLetterDestination", "AlertDestination", "SourceHooks", "Context",
-    "Batch", "DeadLetter", "Delta", "Flush", "PartitionDelta",
-    "Option", "REQUIRED", "Duration", "ListOf", "OneOf", "parse_duration", "event_time", "echo", "to_json",
+    "Pipeline", "RunResult", "hookimpl", "hookspec",
+    "Source", "Sink", "Aggregator", "DeadLetterDestination", "PluginType", "SourceHooks", "Context",
+    "Batch", "DeadLetter", "Delta", "Flush", "PartitionDelta", "Resume",
+    "Option", "REQUIRED", "Duration", "ListOf", "OneOf", "parse_duration", "check_options",
+    "event_time", "iso_time", "UTC", "echo", "to_json",
     "StreamkitError", "ConfigError", "PluginError", "SourceUnavailable", "__version__",
 ]

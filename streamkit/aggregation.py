@@ -26,10 +26,6 @@ class AggregationSpec:
     def windowed(self) -> bool:
         return self.window is not ALL_TIME
 
-    @property
-    def value_fields(self) -> list[str]:
-        return [self.field] if self.field else []
-
     def describe(self) -> dict:
         return {"name": self.name, "type": self.type, "group_by": list(self.group_by),
                 "field": self.field, "window": self.window.describe(),

@@ -12,7 +12,7 @@ from typing import NoReturn, Sequence
 from . import __version__
 from .errors import StreamkitError
 from .options import check_max_events, check_run_duration
-from .plugins import KINDS, build_registry, get_plugin_manager
+from .plugins import build_registry, get_plugin_manager
 
 BROKEN_PIPE = 141  # what a shell reports for a command ended by SIGPIPE
 
@@ -102,13 +102,13 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         from .plugins import load_module_plugin
         load_module_plugin(pm, mod)
     registry = build_registry(pm)
-    data: dict = {kind: [r.describe() for _, r in sorted(registry.types[kind].items())] for kind in KINDS}
+    data: dict = {kind: [r.describe() for _, r in sorted(types.items())] for kind, types in registry.types.items()}
     data["section"] = [r.describe() for _, r in sorted(registry.sections.items())]
     data["plugins"] = sorted(pm.get_name(p) or "" for p in pm.get_plugins())
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
-    for kind in [*KINDS, "section"]:
+    for kind in [*registry.types, "section"]:
         print(f"{kind} types:" if kind != "section" else "pipeline sections:")
         for r in data[kind]:
             pkg = f"{r['package']} {r['version']}".strip()

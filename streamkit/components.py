@@ -6,17 +6,19 @@ and only then are the source positions acknowledged.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import math
 from base64 import b64encode as _b64encode
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Protocol
 
 from .options import Option
+from .windows import iso_time
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
 
 __all__ = [
-    "Batch", "DeadLetter", "Flush", "PartitionDelta", "Delta",
-    "Source", "SourceHooks", "Sink", "Aggregator", "DeadLetterDestination", "AlertDestination", "Context",
+    "Batch", "DeadLetter", "Flush", "PartitionDelta", "Delta", "Resume",
+    "Source", "SourceHooks", "Sink", "Aggregator", "DeadLetterDestination", "PluginType", "Context",
 ]
 
 
@@ -39,6 +41,20 @@ class Batch:
 
     def position(self, index: int) -> int:
         return self.positions[index] if self.positions is not None else self.first + index
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a partition resumes, as a sink that keeps positions stored it.
+
+    ``position`` is the first position not yet merged. ``replay_end`` is set when a flush of
+    that partition was started but not finished (a crash between its intent and its
+    positions): the records from ``position`` to ``replay_end`` are then read again and
+    written as one flush with exactly those boundaries, before anything after them.
+    """
+
+    position: int
+    replay_end: int | None = None
 
 
 @dataclass
@@ -84,13 +100,7 @@ class Delta:
         return self.aggregator.result(self.partial)
 
     def window_json(self) -> dict:
-        return {"start": _iso(self.window_start), "end": _iso(self.window_end)}
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        return {"start": iso_time(self.window_start), "end": iso_time(self.window_end)}
 
 
 @dataclass
@@ -156,7 +166,8 @@ class Flush:
 class Context:
     """What the running pipeline offers a plugin instance."""
 
-    def __init__(self, pipeline: Any, name: str) -> None:
+    def __init__(self, pipeline: Pipeline | None, name: str) -> None:
+        #: the running pipeline (None for an instance made outside one, e.g. in a test)
         self.pipeline = pipeline
         self.name = name  # e.g. "sinks[0]" — use it in messages
 
@@ -164,8 +175,22 @@ class Context:
     def stopping(self) -> bool:
         return self.pipeline is not None and self.pipeline.stopping
 
+    @property
+    def delivery(self) -> str:
+        """The pipeline's ``delivery:`` (``exactly_once`` when there is no pipeline)."""
+        return self.pipeline.delivery if self.pipeline is not None else "exactly_once"
 
-class _Typed:
+    @property
+    def file(self) -> str | None:
+        """The pipeline file, for messages (None when there is no pipeline)."""
+        return self.pipeline.file if self.pipeline is not None else None
+
+
+class PluginType:
+    """The base of every type a plugin registers under a name (sources, sinks, dead-letter
+    destinations, and kinds that plugins define): an option schema, a description, and an
+    instance made per pipeline with its validated options and a :class:`Context`."""
+
     #: option schema, checked before the pipeline starts
     options: ClassVar[Mapping[str, Option]] = {}
     #: one line shown by ``streamkit plugins``
@@ -189,7 +214,7 @@ class SourceHooks(Protocol):
         """Partitions already gone (the member was dropped): the engine forgets their unflushed records."""
 
 
-class Source(_Typed):
+class Source(PluginType):
     """Yields batches. Positions are acknowledged through :meth:`commit` after sinks flushed."""
 
     def open(self, hooks: SourceHooks) -> None:
@@ -218,7 +243,7 @@ class Source(_Typed):
         """Release connections. Called once, also after errors."""
 
 
-class Sink(_Typed):
+class Sink(PluginType):
     """Receives every flush. ``write`` returns only when the flush is durable."""
 
     #: true if the sink wants the decoded records in ``flush.records``
@@ -236,8 +261,11 @@ class Sink(_Typed):
     def open(self) -> None:
         pass
 
-    def positions(self, partitions: list[str]) -> dict[str, int]:
-        """Positions this sink has stored (for exactly-once resume); ``{}`` if it keeps none."""
+    def positions(self, partitions: list[str]) -> dict[str, Resume]:
+        """Where each of ``partitions`` resumes, as this sink stored it (for exactly-once
+        resume): a :class:`Resume` per partition it knows; ``{}`` if it keeps none. Called
+        when the source is assigned partitions; a sink that fences writers takes ownership
+        of them here."""
         return {}
 
     def keep_definition(self, definition: dict) -> dict | None:
@@ -264,29 +292,13 @@ class Sink(_Typed):
         pass
 
 
-class DeadLetterDestination(_Typed):
+class DeadLetterDestination(PluginType):
     """Receives records that could not be used, before their positions are acknowledged."""
 
     def open(self) -> None:
         pass
 
     def write(self, letters: list[DeadLetter]) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-class AlertDestination(_Typed):
-    """Receives fired alerts: JSON-ready dicts with at least ``rule``, ``aggregation``,
-    ``key``, ``window`` (``start``/``end``: ISO-8601 or None), ``field``, ``value``,
-    ``threshold``, ``op`` and ``message``. ``send`` may block on the network, so an
-    alerting plugin calls it off the pipeline's writer thread."""
-
-    def open(self) -> None:
-        pass
-
-    def send(self, alerts: list[dict]) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -352,7 +364,3 @@ class Aggregator:
     def mongo_finalize(self) -> dict | None:
         """A second ``$set`` stage computed from merged fields (``avg``), or None."""
         return None
-
-
-def is_number(value: Any) -> bool:
-    return type(value) in (int, float) and not (type(value) is float and math.isnan(value))

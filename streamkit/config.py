@@ -47,6 +47,7 @@ class PipelineSpec:
     sections: dict[str, dict | None] = field(default_factory=dict)
     file: str | None = None
     registry: Registry | None = None
+    located: Located | None = None  # the lines of every key, for errors found after loading
 
 
 def _typed_block(loc: Located, registry: Registry, kind: str, value: Any, path: tuple,
@@ -214,4 +215,5 @@ def build_spec(loc: Located, *, plugin_manager=None) -> PipelineSpec:
     return PipelineSpec(name=name, source=source, aggregations=aggregations, sinks=sinks,
                         dead_letter=dead_letter, flush_interval=flush["interval"],
                         flush_max_records=flush["max_records"], delivery=delivery,
-                        plugins=module_names, sections=sections, file=loc.file, registry=registry)
+                        plugins=module_names, sections=sections, file=loc.file, registry=registry,
+                        located=loc)

@@ -3,61 +3,26 @@
 Flushes are written by one writer thread so the next batch is read and
 aggregated while the previous flush is being written. At most one flush is in
 flight; positions are committed on the source's thread only after every sink
-(and the dead-letter destination) made that flush durable.
+(and the dead-letter destination) made that flush durable. Where each partition
+resumes, and what a flush holds back while an interrupted flush is replayed, is
+decided in :mod:`streamkit.delivery`.
 """
 from __future__ import annotations
 
-import bisect
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from .components import Batch, Flush, PartitionDelta
 from .definition import changes, definition
+from .delivery import Replays, head, tail
 from .errors import ConfigError
 from .records import BatchReader
+from .result import RunResult
 
 log = logging.getLogger("streamkit")
-
-
-@dataclass
-class RunResult:
-    """The counters of a run; ``str()`` is the summary line the CLI prints."""
-
-    records_read: int = 0
-    records_aggregated: int = 0
-    dead_letters: int = 0
-    flushes: int = 0
-    elapsed: float = 0.0
-    stopped_by: str = ""
-    positions: dict = field(default_factory=dict)
-    #: partition -> (position reached, end) of an interrupted flush left unreplayed at the stop
-    unfinished: dict = field(default_factory=dict)
-
-    @property
-    def stuck(self) -> bool:
-        """The source ended before an interrupted flush could be replayed to its end: nothing
-        of that partition can progress until the source reaches that end again."""
-        return self.stopped_by == "source_finished" and bool(self.unfinished)
-
-    @property
-    def records_per_second(self) -> float:
-        return self.records_read / self.elapsed if self.elapsed > 0 else 0.0
-
-    def as_dict(self) -> dict:
-        return {"records_read": self.records_read, "records_aggregated": self.records_aggregated,
-                "dead_letters": self.dead_letters, "flushes": self.flushes,
-                "elapsed": round(self.elapsed, 3), "records_per_second": round(self.records_per_second, 1),
-                "stopped_by": self.stopped_by,
-                "unfinished": {p: {"reached": r, "end": e} for p, (r, e) in self.unfinished.items()}}
-
-    def __str__(self) -> str:
-        return (f"{self.records_read:,} records read, {self.records_aggregated:,} aggregated, "
-                f"{self.dead_letters:,} dead letters, {self.flushes:,} flushes in {self.elapsed:.2f}s "
-                f"({self.records_per_second:,.0f} records/s)")
 
 
 _STOP = object()
@@ -106,10 +71,8 @@ class Engine:
         self.pending = 0          # records since the last flush (not counting held-back replays)
         self.seq = 0
         self.inflight = 0
-        self.boundaries: dict[str, int] = {}  # partition -> position a flush must end at (replay)
-        self.replay_from: dict[str, int] = {}  # partition -> where its replay started
+        self.replays = Replays()
         self.writer = _Writer(self)
-        self.lock = threading.Lock()
 
     # -- writer thread ------------------------------------------------------------------
     def write(self, flush: Flush) -> None:
@@ -127,35 +90,24 @@ class Engine:
         sinks take now; and whatever is still buffered for these partitions is dropped, as
         they are read again from the resume position (a partition this process lost without
         a revocation and gets back would otherwise merge its stale buffer on top)."""
-        self.drain(wait_all=True)
+        self.wait_all()
         for p in partitions:
-            self.boundaries.pop(p, None)
-            self.replay_from.pop(p, None)
             self._drop(p)
-        resume: dict[str, int] = {}
-        for sink in self.sinks:
-            for p, pos in (sink.positions(partitions) or {}).items():
-                if isinstance(pos, tuple):  # (start, end) of an unfinished flush: replay it exactly
-                    pos, until = pos
-                    self.boundaries[p] = min(until, self.boundaries.get(p, until))
-                    self.replay_from[p] = min(pos, self.replay_from.get(p, pos))
-                resume[p] = min(pos, resume.get(p, pos))
-        return resume
+        return self.replays.assigned(partitions, (sink.positions(partitions) or {} for sink in self.sinks))
 
     def lost(self, partitions: list[str]) -> None:
         """Partitions taken away without a revocation: forget what was read from them since
         the last flush (their new owner reads it again); nothing can be committed for them."""
+        self.replays.lost(partitions)
         for p in partitions:
-            self.boundaries.pop(p, None)
             self._drop(p)
 
     def revoking(self, partitions: list[str]) -> None:
         """Flush and commit before partitions move to another process."""
-        for p in partitions:  # an unfinished replay is left to the next owner, which replays it whole
-            if self.boundaries.pop(p, None) is not None:
-                self._drop(p)
+        for p in self.replays.revoking(partitions):
+            self._drop(p)
         self.flush()
-        self.drain(wait_all=True)
+        self.wait_all()
 
     # -- main loop ----------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -192,7 +144,7 @@ class Engine:
                     self.process(batch)
                     if self.max_events is not None and self.result.records_read >= self.max_events:
                         break
-                self.drain()
+                self.commit_done()
                 now = time.monotonic()
                 if self.pending >= max_records:  # a size-triggered flush keeps its exact boundary
                     self.flush()
@@ -208,7 +160,7 @@ class Engine:
                 if self.progress is not None:
                     self.progress.update(self.result.records_read, self.result.dead_letters, self.result.flushes)
             self.flush()
-            self.drain(wait_all=True)
+            self.wait_all()
             self._report_unfinished(stopped_by)
         finally:
             self.writer.todo.put(_STOP)
@@ -233,7 +185,7 @@ class Engine:
             what = changes(stored, current)
             if not what:  # the same aggregations in another order
                 continue
-            file = spec.file if spec.file and not spec.file.startswith("<") else "FILE"
+            file = self._file_for_commands()
             raise ConfigError(f"the aggregations of pipeline {spec.name!r} changed since {sspec.path} "
                               f"stored its positions: {'; '.join(what)}; to start over run "
                               f"`streamkit reset {file}`, or give the pipeline a new `name:`", file=spec.file)
@@ -242,18 +194,22 @@ class Engine:
         """Partitions held back in the middle of a replay: the stored intent makes the next
         start replay them whole; if the source itself ended short of the intent's end, no
         start can, so say so (the CLI exits 1)."""
-        for p, until in sorted(self.boundaries.items()):
-            part = self.parts.get(p)
-            reached = part.next if part is not None else self.replay_from.get(p, until)
-            self.result.unfinished[p] = (reached, until)
+        unfinished = self.replays.unfinished({p: part.next for p, part in self.parts.items()})
+        self.result.unfinished.update(unfinished)
+        for p, (reached, until) in unfinished.items():
             if stopped_by == "source_finished":
-                file = self.spec.file if self.spec.file and not self.spec.file.startswith("<") else "FILE"
+                file = self._file_for_commands()
                 log.warning("%s: the source ended at position %d, before the end (%d) of the interrupted flush "
                             "it must replay, so nothing of it was written: let the source reach %d again, or "
                             "start over with `streamkit reset %s`", p, reached, until, until, file)
             else:
                 log.warning("%s: stopped at position %d while replaying an interrupted flush that ends at %d: "
                             "nothing of it was written; the next start replays it whole", p, reached, until)
+
+    def _file_for_commands(self) -> str:
+        """The pipeline file as a command line names it (``FILE`` when it came from data)."""
+        file = self.spec.file
+        return file if file and not file.startswith("<") else "FILE"
 
     def process(self, batch: Batch) -> None:
         n = len(batch.records)
@@ -262,24 +218,18 @@ class Engine:
         if self.max_events is not None:
             room = self.max_events - self.result.records_read
             if room < n:
-                batch = _head(batch, room)
+                batch = head(batch, room)
                 n = room
-        until = self.boundaries.get(batch.partition)
-        if until is not None and batch.next >= until:
-            # the records before ``until`` complete the replay; the rest belong to later flushes
-            if batch.positions is not None:
-                head = bisect.bisect_left(batch.positions, until)
-            else:
-                head = max(0, min(n, until - batch.first))
-            if head:
-                self._aggregate(_head(batch, head))
-            del self.boundaries[batch.partition]
-            self.flush()  # the replayed flush ends exactly where the interrupted one did
-            self.drain(wait_all=True)
-            if head < n:
-                self.process(_tail(batch, head))
+        done = self.replays.completes(batch)
+        if done is None:
+            self._aggregate(batch)
             return
-        self._aggregate(batch)
+        if done:
+            self._aggregate(head(batch, done))
+        self.flush()  # the replayed flush ends exactly where the interrupted one did
+        self.wait_all()
+        if done < n:
+            self._aggregate(tail(batch, done))
 
     def _aggregate(self, batch: Batch) -> None:
         cols = self.reader.read(batch)
@@ -299,7 +249,7 @@ class Engine:
             self.records.append((batch.partition, cols.records))
         if cols.dead:
             self.dead.extend(cols.dead)
-        if batch.partition not in self.boundaries:
+        if not self.replays.replaying(batch.partition):
             self.pending += n
         self.result.records_read += n
         self.result.records_aggregated += good
@@ -307,17 +257,14 @@ class Engine:
 
     def flush(self) -> None:
         """Hand everything since the last flush to the writer (waits if one is already in flight).
-
-        A partition replaying an interrupted flush is held back until it reaches that flush's
-        end: the replay is written whole, with the same boundaries, or not at all. Written in
-        pieces, its first piece would replace the stored intent and the end of the interrupted
-        flush would be forgotten, so a crash after that piece could merge records twice."""
-        held = {p: part for p, part in self.parts.items() if p in self.boundaries}
-        parts = {p: part for p, part in self.parts.items() if p not in held}
+        A partition in the middle of a replay is held back (see :mod:`streamkit.delivery`)."""
+        kept = self.replays.held(self.parts)
+        held = {p: part for p, part in self.parts.items() if p in kept}
+        parts = {p: part for p, part in self.parts.items() if p not in kept}
         if not parts:
             return
         while self.inflight >= 1:
-            self.drain(block=True)
+            self.wait_one()
         records = [r for p, chunk in self.records if p not in held for r in chunk]
         dead = [d for d in self.dead if d.partition not in held]
         self.seq += 1
@@ -336,30 +283,31 @@ class Engine:
         self.records = [c for c in self.records if c[0] != partition]
         self.dead = [d for d in self.dead if d.partition != partition]
 
-    def drain(self, block: bool = False, wait_all: bool = False) -> None:
-        """Commit the positions of every flush the writer has finished."""
+    # -- acknowledging what the writer finished -----------------------------------------
+    def commit_done(self) -> None:
+        """Commit the positions of every flush the writer has finished; do not wait."""
+        while self.inflight and self._commit_next(block=False):
+            pass
+
+    def wait_one(self) -> None:
+        """Wait for the writer to finish one flush (if any is in flight), and commit it."""
+        if self.inflight:
+            self._commit_next(block=True)
+
+    def wait_all(self) -> None:
+        """Wait for every flush in flight, and commit them."""
         while self.inflight:
-            try:
-                flush, exc = self.writer.done.get(block=block or wait_all, timeout=None)
-            except queue.Empty:
-                return
-            self.inflight -= 1
-            if exc is not None:
-                raise exc
-            self.source.commit(flush.positions)
-            self.result.positions.update(flush.positions)
-            self.result.flushes += 1
-            if block and not wait_all:
-                return
+            self._commit_next(block=True)
 
-
-def _head(batch: Batch, n: int) -> Batch:
-    positions = batch.positions[:n] if batch.positions is not None else None
-    last = positions[-1] if positions else batch.first + n - 1
-    return Batch(batch.partition, batch.records[:n], batch.first, last + 1, positions, batch.decoded)
-
-
-def _tail(batch: Batch, n: int) -> Batch:
-    positions = batch.positions[n:] if batch.positions is not None else None
-    first = positions[0] if positions else batch.first + n
-    return Batch(batch.partition, batch.records[n:], first, batch.next, positions, batch.decoded)
+    def _commit_next(self, block: bool) -> bool:
+        try:
+            flush, exc = self.writer.done.get(block=block)
+        except queue.Empty:
+            return False
+        self.inflight -= 1
+        if exc is not None:
+            raise exc
+        self.source.commit(flush.positions)
+        self.result.positions.update(flush.positions)
+        self.result.flushes += 1
+        return True

@@ -5,9 +5,14 @@ duplicate name and remember which plugin gave what.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pluggy import HookimplMarker, HookspecMarker
+
+if TYPE_CHECKING:
+    from .components import Flush
+    from .result import RunResult
+    from .pipeline import Pipeline
 
 hookspec = HookspecMarker("streamkit")
 hookimpl = HookimplMarker("streamkit")
@@ -35,7 +40,7 @@ def register_sinks(register: Callable[[str, type], None]) -> None:
     """Register sink types: ``register("mongodb", MongoSink)``. Classes derive from :class:`streamkit.Sink`.
 
     A sink that stores positions with its data sets ``exactly_once = True`` and implements
-    ``positions``, ``keep_definition`` and ``reset``.
+    ``positions`` (a :class:`streamkit.Resume` per partition), ``keep_definition`` and ``reset``.
     """
 
 
@@ -47,12 +52,16 @@ def register_dead_letters(register: Callable[[str, type], None]) -> None:
     """
 
 
-@hookspec
-def register_alert_destinations(register: Callable[[str, type], None]) -> None:
-    """Register alert destination types: ``register("webhook", WebhookAlerts)``.
+@hookspec(historic=True)
+def register_kinds(register: Callable[[str, Callable, type], None]) -> None:
+    """Define a new kind of plugin type: ``register("alert_destination", register_alert_destinations,
+    AlertDestination)``.
 
-    Classes derive from :class:`streamkit.AlertDestination`. An alerting plugin
-    hands each fired alert to the destinations a pipeline names.
+    The second argument is a hook specification (a function marked with
+    :data:`streamkit.hookspec`, taking ``register``) through which plugins register types of
+    this kind; the third is the base class those types derive from. Called as the defining
+    plugin is registered, so other plugins may implement the new hook. Types of the kind are
+    listed by ``streamkit plugins`` and found with :meth:`streamkit.Pipeline.types`.
     """
 
 
@@ -71,22 +80,22 @@ def register_commands(subparsers: Any) -> None:
 
 
 @hookspec
-def startup(pipeline: Any) -> None:
+def startup(pipeline: Pipeline) -> None:
     """The pipeline is about to read its first batch (sinks are open)."""
 
 
 @hookspec
-def flushed(pipeline: Any, flush: Any) -> None:
+def flushed(pipeline: Pipeline, flush: Flush) -> None:
     """Every sink has made ``flush`` durable. Called from the writer thread; keep it quick."""
 
 
 @hookspec
-def shutdown(pipeline: Any, result: Any) -> None:
+def shutdown(pipeline: Pipeline, result: RunResult) -> None:
     """The pipeline has stopped (after its final flush); ``result`` holds its counters."""
 
 
 @hookspec
-def reset(pipeline: Any, dry_run: bool) -> dict | None:
+def reset(pipeline: Pipeline, dry_run: bool) -> dict[str, dict[str, int]] | None:
     """``streamkit reset`` removed the pipeline's positions and documents (``dry_run``: is about to).
 
     The source and every sink have done their part; ``pipeline.sinks`` are those sink instances,

@@ -9,12 +9,13 @@ from typing import Any
 
 from .components import Context
 from .config import PipelineSpec, build_spec
-from .engine import Engine, RunResult
-from .errors import PluginError, StreamkitError
+from .engine import Engine
+from .result import RunResult
+from .errors import ConfigError, PluginError, StreamkitError
 from .options import check_max_events, check_run_duration
 from .plugins import get_plugin_manager
 from .progress import Progress
-from .yamlfile import Located, apply_overrides, load, load_file
+from .yamlfile import Located, apply_overrides, key_path, load, load_file
 
 
 class Pipeline:
@@ -65,6 +66,50 @@ class Pipeline:
     @property
     def aggregations(self) -> list:
         return self.spec.aggregations
+
+    @property
+    def file(self) -> str | None:
+        """The pipeline file as given (``<dict>`` / ``<string>`` when built from data); for messages."""
+        return self.spec.file
+
+    @property
+    def delivery(self) -> str:
+        """``exactly_once`` or ``at_least_once`` (the pipeline's ``delivery:``)."""
+        return self.spec.delivery
+
+    @property
+    def flush_interval(self) -> float:
+        """Seconds between flushes at most (``flush.interval``)."""
+        return self.spec.flush_interval
+
+    @property
+    def source_type(self) -> str:
+        """The type name of the pipeline's source (``kafka``)."""
+        return self.spec.source.type
+
+    @property
+    def source_class(self) -> type:
+        """The class of the pipeline's source type (a :class:`streamkit.Source`)."""
+        return self.spec.source.cls
+
+    @property
+    def source_options(self) -> dict:
+        """The source's options, validated and with defaults filled in."""
+        return self.spec.source.options
+
+    def types(self, kind: str) -> dict[str, type]:
+        """The types the loaded plugins registered for ``kind`` (``"sink"``, ``"alert_destination"``,
+        ...): name -> class."""
+        registry = self.spec.registry
+        return {name: r.cls for name, r in sorted(registry.types.get(kind, {}).items())} if registry else {}
+
+    def config_error(self, path: tuple, message: str) -> ConfigError:
+        """A :class:`ConfigError` for the key at ``path`` (``("alerts", "destinations", 0, "url")``):
+        names the file, the line of that key (or of the nearest key above it) and the key. For
+        plugins that check part of the pipeline file after it loaded; raise what it returns."""
+        if self.spec.located is not None:
+            return self.spec.located.error(path, message)
+        return ConfigError(message, file=self.spec.file, key=key_path(path) or None)
 
     @property
     def stopping(self) -> bool:

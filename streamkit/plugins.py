@@ -12,14 +12,15 @@ import importlib.metadata
 import os
 import sys
 import threading
+import weakref
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
+from types import ModuleType, SimpleNamespace
+from typing import Any, Callable
 
 import pluggy
 
 from . import hookspecs
-from .components import Aggregator, AlertDestination, DeadLetterDestination, Sink, Source
+from .components import Aggregator, DeadLetterDestination, Sink, Source
 from .errors import PluginError
 from .options import closest
 
@@ -32,17 +33,40 @@ def get_plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
     """The process-wide plugin manager; ``entry_points=False`` builds a fresh one without any."""
     global _pm
     if not entry_points:
-        pm = pluggy.PluginManager(GROUP)
-        pm.add_hookspecs(hookspecs)
-        return pm
+        return _new_plugin_manager()
     with _lock:
         if _pm is None:
-            pm = pluggy.PluginManager(GROUP)
-            pm.add_hookspecs(hookspecs)
+            pm = _new_plugin_manager()
             _load_entry_points(pm)
             pm.check_pending()
             _pm = pm
         return _pm
+
+
+def _new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    kinds = dict(KINDS)
+    _kinds[pm] = kinds
+
+    def register_kind(kind: str, spec: Callable, base: type) -> None:
+        name = getattr(spec, "__name__", "")
+        if not isinstance(kind, str) or not kind or not hasattr(spec, f"{GROUP}_spec") or not isinstance(base, type):
+            raise PluginError(f"register_kinds: expected (kind name, a function marked with streamkit.hookspec, "
+                              f"a base class), got ({kind!r}, {spec!r}, {base!r})")
+        if kind in kinds or kind == "section":
+            raise PluginError(f"the kind {kind!r} of plugin types is defined twice")
+        pm.add_hookspecs(SimpleNamespace(**{name: spec}))
+        kinds[kind] = (name, base)
+
+    pm.hook.register_kinds.call_historic(kwargs={"register": register_kind})
+    return pm
+
+
+def kinds(pm: pluggy.PluginManager) -> dict[str, tuple[str, type]]:
+    """Every kind of plugin type ``pm`` knows: the core's, then those plugins defined
+    (``register_kinds``), as kind -> (name of its register hook, base class)."""
+    return dict(_kinds.get(pm, KINDS))
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
@@ -162,13 +186,14 @@ class Registered:
                 "options": {k: o.describe() for k, o in opts.items()}}
 
 
+#: the kinds of plugin types the core defines: kind -> (name of its register hook, base class)
 KINDS = {
     "source": ("register_sources", Source),
     "aggregator": ("register_aggregators", Aggregator),
     "sink": ("register_sinks", Sink),
     "dead_letter": ("register_dead_letters", DeadLetterDestination),
-    "alert_destination": ("register_alert_destinations", AlertDestination),
 }
+_kinds: "weakref.WeakKeyDictionary[pluggy.PluginManager, dict]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -194,7 +219,7 @@ def _plugin_info(pm: pluggy.PluginManager, impl_plugin: Any) -> tuple[str, str, 
 def build_registry(pm: pluggy.PluginManager) -> Registry:
     """Call every ``register_*`` hook; duplicate names fail naming both plugins."""
     reg = Registry()
-    for kind, (hook_name, base) in KINDS.items():
+    for kind, (hook_name, base) in kinds(pm).items():
         table: dict[str, Registered] = {}
         reg.types[kind] = table
         hook = getattr(pm.hook, hook_name)

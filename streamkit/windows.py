@@ -9,13 +9,28 @@ from typing import Any
 
 from .options import parse_duration
 
-_UTC = _dt.timezone.utc
+#: the one time zone streamkit speaks: event times, window bounds and stored dates are UTC
+UTC = _dt.timezone.utc
+
+
+def iso_time(value: Any) -> str | None:
+    """ISO-8601 in UTC, ending in ``Z``, of a datetime (a naive one is UTC) or of epoch seconds;
+    None stays None and anything else is shown as text."""
+    if value is None:
+        return None
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if type(value) is float or type(value) is int:
+        return _dt.datetime.fromtimestamp(value, UTC).isoformat().replace("+00:00", "Z")
+    return str(value)
 
 
 #: the event times a record may carry: what Python's datetime and MongoDB's dates both hold
 #: (0001-01-01T00:00:00Z up to, not including, 10000-01-01T00:00:00Z), as epoch seconds
-MIN_TIME = _dt.datetime(1, 1, 1, tzinfo=_UTC).timestamp()
-END_TIME = _dt.datetime(9999, 12, 31, tzinfo=_UTC).timestamp() + 86400.0
+MIN_TIME = _dt.datetime(1, 1, 1, tzinfo=UTC).timestamp()
+END_TIME = _dt.datetime(9999, 12, 31, tzinfo=UTC).timestamp() + 86400.0
 
 
 def _fromisoformat(value: str) -> _dt.datetime:
@@ -61,7 +76,7 @@ def event_time(value: Any) -> float:
         except (ValueError, IndexError):
             raise ValueError(f"not an ISO-8601 time or epoch seconds: {value!r}"[:200]) from None
         if d.tzinfo is None:
-            d = d.replace(tzinfo=_UTC)
+            d = d.replace(tzinfo=UTC)
         try:
             return d.timestamp()
         except (OverflowError, ValueError):

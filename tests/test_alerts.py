@@ -15,7 +15,8 @@ import uuid
 
 import pytest
 
-from streamkit import AlertDestination, ConfigError, Option, Pipeline, hookimpl
+from streamkit import ConfigError, Option, Pipeline, hookimpl
+from streamkit_alerts import AlertDestination
 from streamkit.plugins import build_registry, get_plugin_manager
 from streamkit_dashboard.store import DashboardStore
 from streamkit_mongodb import connect
@@ -225,13 +226,13 @@ def test_a_failing_webhook_does_not_stop_the_pipeline(uri, caplog):
     ({"rules": [{"aggregation": "interactions_per_item", "above": 1}], "destinations": [{"type": "pager"}]},
      "alerts.destinations[0].type: unknown alert destination type 'pager'; known: kafka, log, webhook"),
     ({"rules": [{"aggregation": "interactions_per_item", "above": 1}], "destinations": [{"type": "webhook"}]},
-     "alerts.destinations[0].url: missing required option (http:// or https:// URL to POST to)"),
+     "alerts.destinations[0].url: missing required option (a string: http:// or https:// URL to POST to)"),
     ({"rules": [{"aggregation": "interactions_per_item", "above": 1}],
       "destinations": [{"type": "webhook", "url": "ftp://x"}]},
      "alerts.destinations[0].url: expected an http:// or https:// URL, got 'ftp://x'"),
     ({"rules": [{"aggregation": "interactions_per_item", "above": 1}],
       "destinations": [{"type": "log", "colour": "red"}]},
-     "alerts.destinations[0].colour: unknown option (known: level)"),
+     "alerts.destinations[0].colour: unknown option; known options: level"),
 ])
 def test_rule_and_destination_errors_name_the_key(uri, alerts, message):
     p = Pipeline.from_dict(config(make_records()[:10], uri, alerts=alerts))
@@ -322,3 +323,18 @@ def test_kafka_destination(uri, kafka_bootstrap):
     values = [json.loads(m.value) for m in messages]
     assert got(values) == truth
     assert [m.key.decode() for m in messages] == [v["id"] for v in values]
+
+
+def test_destination_errors_in_a_file_name_its_line(uri, tmp_path):
+    """Destination options are checked with the core's check_options: file, line and key."""
+    import yaml
+
+    cfg = config(make_records()[:10], uri, alerts={"rules": RULES[:1],
+                                                   "destinations": [{"type": "log"}, {"type": "log", "colour": "red"}]})
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    lines = f.read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if "colour:" in text)
+    with pytest.raises(ConfigError) as e:
+        Pipeline.from_yaml(f).run()
+    assert str(e.value) == f"{f}:{line}: alerts.destinations[1].colour: unknown option; known options: level"

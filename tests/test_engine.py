@@ -130,8 +130,8 @@ def test_partitions_are_kept_apart_in_a_flush(test_plugins):
 
 
 def test_replay_boundary_forces_a_flush_at_the_same_position(test_plugins):
-    """An unfinished intent (start, end) is replayed with exactly the same end."""
-    from streamkit import Sink
+    """An unfinished intent (Resume with a replay_end) is replayed with exactly the same end."""
+    from streamkit import Resume, Sink
 
     recs = {"a/0": [{"k": "x"}] * 10}
     p = Pipeline.from_dict({"source": {"type": "list", "partitions": recs, "decoded": True, "batch": 4},
@@ -139,7 +139,7 @@ def test_replay_boundary_forces_a_flush_at_the_same_position(test_plugins):
                             "sinks": [{"type": "capture"}]})
     orig_positions = Sink.positions
     try:
-        Sink.positions = lambda self, parts: {"a/0": (2, 7)}
+        Sink.positions = lambda self, parts: {"a/0": Resume(2, replay_end=7)}
         p.run()
     finally:
         Sink.positions = orig_positions

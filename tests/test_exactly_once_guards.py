@@ -174,7 +174,7 @@ class ProbeSource(ListSource):
 
     def open(self, hooks):
         self.resume = hooks.assigned(sorted(self.config["partitions"]))
-        self.replays = dict(hooks.boundaries)
+        self.replays = dict(hooks.replays.ends)
 
     def poll(self, timeout):
         return None
@@ -202,7 +202,7 @@ def test_a_stale_owner_cannot_start_a_flush(guard_types, store):  # noqa: F811
 
     def take_over(source, polls):
         if polls == 2:
-            source.hooks.drain(wait_all=True)  # A's first flush is written and committed
+            source.hooks.wait_all()  # A's first flush is written and committed
             ScriptedSource.script = None
             newer["result"] = _pipeline(_source(records), [store.sink()]).run()
 

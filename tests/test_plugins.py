@@ -170,3 +170,80 @@ def test_streamkit_plugins_env_limits_what_loads():
     data = json.loads(subprocess.run([sys.executable, "-m", "streamkit", "plugins", "--json"], env=env,
                                      capture_output=True, text=True, timeout=60, check=True).stdout)
     assert data["source"] == [] and data["sink"] == []
+
+
+def test_register_kinds_defines_a_kind_other_plugins_register_types_of(capsys):
+    """A plugin defines the kind ``notifier`` with its own hook and base class; another plugin
+    registers a type of it; the registry, the pipeline and ``streamkit plugins`` know it."""
+    from streamkit import Option, PluginType, hookspec
+
+    class Notifier(PluginType):
+        pass
+
+    spec = types.ModuleType("notifier_spec")
+
+    def register_notifiers(register):
+        """Register notifier types."""
+
+    spec.register_notifiers = hookspec(register_notifiers)
+    definer = types.ModuleType("notifier_definer")
+    definer.register_kinds = hookimpl(
+        lambda register: register("notifier", spec.register_notifiers, Notifier))
+
+    class Beeper(Notifier):
+        """Beeps."""
+        options = {"times": Option(int, 1, "how often")}
+
+    user = types.ModuleType("notifier_user")
+    user.register_notifiers = hookimpl(lambda register: register("beep", Beeper))
+    wrong = types.ModuleType("notifier_wrong")
+    wrong.register_notifiers = hookimpl(lambda register: register("bad", dict))
+    pm = get_plugin_manager(entry_points=False)
+    pm.register(definer, name="notifier_definer")
+    pm.register(user, name="notifier_user")
+    registry = build_registry(pm)
+    assert list(registry.types) == ["source", "aggregator", "sink", "dead_letter", "notifier"]
+    assert registry.known("notifier") == ["beep"]
+    assert registry.get("notifier", "beep").plugin == "notifier_user"
+    pm.register(wrong, name="notifier_wrong")
+    with pytest.raises(PluginError, match="notifier type 'bad' must be a subclass of streamkit.Notifier"):
+        build_registry(pm)
+    again = types.ModuleType("notifier_again")
+    again.register_kinds = hookimpl(lambda register: register("notifier", spec.register_notifiers, Notifier))
+    with pytest.raises(PluginError, match="the kind 'notifier' of plugin types is defined twice"):
+        pm.register(again, name="notifier_again")
+
+    main_pm = get_plugin_manager()
+    main_pm.register(definer, name="notifier_definer")
+    main_pm.register(user, name="notifier_user")
+    try:
+        assert main(["plugins", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert [(t["name"], t["plugin"]) for t in listed["notifier"]] == [("beep", "notifier_user")]
+        assert [t["name"] for t in listed["alert_destination"]] == ["kafka", "log", "webhook"]
+        p = Pipeline.from_dict({"source": {"type": "generator"}, "sinks": [{"type": "discard"}],
+                                "aggregations": [{"name": "c", "type": "count"}]})
+        assert p.types("notifier") == {"beep": Beeper}
+        assert p.types("no such kind") == {}
+    finally:
+        main_pm.unregister(name="notifier_user")
+        main_pm.unregister(name="notifier_definer")
+
+
+def test_what_a_plugin_reads_from_the_pipeline(tmp_path):
+    f = tmp_path / "shop.yaml"
+    f.write_text("source:\n  type: generator\n  seed: 7\naggregations:\n  - {name: c, type: count}\n"
+                 "sinks:\n  - type: discard\nflush:\n  interval: 2s\ndelivery: at_least_once\n")
+    p = Pipeline.from_yaml(f)
+    assert (p.name, p.file, p.delivery, p.flush_interval) == ("shop", str(f), "at_least_once", 2.0)
+    assert p.source_type == "generator" and p.source_class.__name__ == "Generator"
+    assert p.source_options["seed"] == 7
+    assert str(p.config_error(("sinks", 0, "type"), "no good")) == f"{f}:7: sinks[0].type: no good"
+    assert str(p.config_error(("flush", "nope"), "no good")) == f"{f}:8: flush.nope: no good"
+    from streamkit import Context
+    assert (Context(p, "sinks[0]").delivery, Context(p, "sinks[0]").file) == ("at_least_once", str(f))
+    assert (Context(None, "sinks[0]").delivery, Context(None, "sinks[0]").file) == ("exactly_once", None)
+    d = Pipeline.from_dict({"source": {"type": "generator"}, "sinks": [{"type": "discard"}],
+                            "aggregations": [{"name": "c", "type": "count"}]})
+    assert (d.file, d.delivery, d.flush_interval) == ("<dict>", "exactly_once", 1.0)
+    assert str(d.config_error(("alerts", "sink"), "no good")) == "<dict>: alerts.sink: no good"

@@ -14,7 +14,8 @@ A rule fires once per group key and window of its aggregation, when the stored
 ``streamkit_alerts`` collection next to the aggregates (the dashboard lists
 them) and handed to every destination from a background thread, so a slow
 webhook never holds up the pipeline. Destination types come from plugins
-through ``register_alert_destinations``; ``log``, ``webhook`` and ``kafka`` are built in.
+through this plugin's ``register_alert_destinations`` hook (see :mod:`streamkit_alerts.hookspecs`);
+``log``, ``webhook`` and ``kafka`` are built in.
 """
 from __future__ import annotations
 
@@ -25,10 +26,14 @@ import time
 import weakref
 from typing import Any
 
-from streamkit import ConfigError, Context, Duration, ListOf, Option, hookimpl
+from streamkit import ConfigError, Context, Duration, ListOf, Option, Pipeline, check_options, hookimpl
 
+from . import hookspecs
 from .destinations import KafkaAlerts, LogAlerts, WebhookAlerts
+from .hookspecs import AlertDestination
 from .rules import ALERTS_COLLECTION, AlertEngine, Rule, check_rules
+
+__all__ = ["AlertDestination"]
 
 log = logging.getLogger("streamkit.alerts")
 
@@ -53,6 +58,11 @@ SECTION = {
 @hookimpl
 def register_sections(register) -> None:
     register("alerts", SECTION)
+
+
+@hookimpl
+def register_kinds(register) -> None:
+    register("alert_destination", hookspecs.register_alert_destinations, AlertDestination)
 
 
 @hookimpl
@@ -99,13 +109,13 @@ def _sink(pipeline: Any, index: int | None) -> Any:
     sinks = pipeline.sinks
     if index is not None:
         if index >= len(sinks) or not isinstance(sinks[index], MongoSink):
-            raise ConfigError(f"sinks[{index}] is not a mongodb sink", file=pipeline.spec.file, key="alerts.sink")
+            raise ConfigError(f"sinks[{index}] is not a mongodb sink", file=pipeline.file, key="alerts.sink")
         return sinks[index]
     for s in sinks:
         if isinstance(s, MongoSink):
             return s
     raise ConfigError("alerts compare stored values, so they need a mongodb sink (add one under sinks)",
-                      file=pipeline.spec.file, key="alerts")
+                      file=pipeline.file, key="alerts")
 
 
 def _rules(pipeline: Any, raw: list) -> list[Rule]:
@@ -114,13 +124,13 @@ def _rules(pipeline: Any, raw: list) -> list[Rule]:
     for i, r in enumerate(raw):
         agg = aggs.get(r["aggregation"])
         if agg is None:
-            raise ConfigError(f"no aggregation named {r['aggregation']!r} (known: {', '.join(aggs) or 'none'})",
-                              file=pipeline.spec.file, key=f"alerts.rules[{i}].aggregation")
+            raise pipeline.config_error(("alerts", "rules", i, "aggregation"),
+                                        f"no aggregation named {r['aggregation']!r} (known: {', '.join(aggs) or 'none'})")
         fields = list(agg.aggregator.fields)
         fld = r.get("field") or agg.aggregator.primary or (fields[0] if fields else "")
         if fld not in fields:
-            raise ConfigError(f"aggregation {agg.name!r} has no field {fld!r} (its fields: {', '.join(fields)})",
-                              file=pipeline.spec.file, key=f"alerts.rules[{i}].field")
+            raise pipeline.config_error(("alerts", "rules", i, "field"),
+                                        f"aggregation {agg.name!r} has no field {fld!r} (its fields: {', '.join(fields)})")
         op = "above" if "above" in r else "below"
         threshold = r[op]
         name = r.get("name") or f"{agg.name}.{fld} {op} {threshold:g}"
@@ -128,33 +138,18 @@ def _rules(pipeline: Any, raw: list) -> list[Rule]:
     return out
 
 
-def _destinations(pipeline: Any, raw: list) -> list:
-    registry = pipeline.spec.registry
+def _destinations(pipeline: Pipeline, raw: list) -> list:
+    types = pipeline.types("alert_destination")
     out = []
     for i, d in enumerate(raw):
-        path = f"alerts.destinations[{i}]"
-        reg = registry.get("alert_destination", d["type"]) if registry is not None else None
-        if reg is None:
-            known = registry.known("alert_destination") if registry is not None else []
-            raise ConfigError(f"unknown alert destination type {d['type']!r}; known: {', '.join(known)}",
-                              file=pipeline.spec.file, key=f"{path}.type")
-        options = {}
+        path = ("alerts", "destinations", i)
+        cls = types.get(d["type"])
+        if cls is None:
+            raise pipeline.config_error(path + ("type",), f"unknown alert destination type {d['type']!r}; "
+                                                          f"known: {', '.join(types)}")
         given = {k: v for k, v in d.items() if k != "type"}
-        for k in given:
-            if k not in reg.cls.options:
-                raise ConfigError(f"unknown option (known: {', '.join(reg.cls.options) or 'none'})",
-                                  file=pipeline.spec.file, key=f"{path}.{k}")
-        for k, opt in reg.cls.options.items():
-            if k not in given:
-                if opt.required:
-                    raise ConfigError(f"missing required option ({opt.help})", file=pipeline.spec.file,
-                                      key=f"{path}.{k}")
-                given[k] = opt.default
-            try:
-                options[k] = opt.convert(given[k])
-            except ValueError as exc:
-                raise ConfigError(str(exc), file=pipeline.spec.file, key=f"{path}.{k}") from None
-        out.append(reg.cls(options, Context(pipeline, path)))
+        options = check_options(cls.options, given, pipeline.config_error, path)
+        out.append(cls(options, Context(pipeline, f"alerts.destinations[{i}]")))
     return out
 
 

@@ -9,7 +9,9 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from streamkit import AlertDestination, Duration, ListOf, OneOf, Option
+from streamkit import Duration, ListOf, OneOf, Option
+
+from .hookspecs import AlertDestination
 
 log = logging.getLogger("streamkit.alerts")
 

@@ -20,8 +20,9 @@ from typing import Any, Callable
 from pymongo import ASCENDING, DESCENDING, InsertOne
 from pymongo.errors import BulkWriteError
 
+from streamkit import UTC, iso_time
+
 log = logging.getLogger("streamkit.alerts")
-UTC = dt.timezone.utc
 ALERTS_COLLECTION = "streamkit_alerts"
 DUPLICATE_KEY = 11000
 RULE_KEYS = {"name", "aggregation", "field", "above", "below"}
@@ -80,14 +81,6 @@ class Rule:
         return hashlib.blake2b(f"{self.name}\x00{doc_id}".encode(), digest_size=16).hexdigest()
 
 
-def _iso(value: Any) -> str | None:
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return None if value is None else str(value)
-
-
 def _key_text(key: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in key.items()) or "(all)"
 
@@ -95,7 +88,7 @@ def _key_text(key: dict) -> str:
 def message(rule: Rule, key: dict, window: dict, value: Any) -> str:
     where = "all-time"
     if window.get("start") is not None:
-        where = f"window {_iso(window['start'])}–{_iso(window.get('end'))}"
+        where = f"window {iso_time(window['start'])}–{iso_time(window.get('end'))}"
     return (f"{rule.aggregation} {rule.field} = {value:g} is {rule.op} {rule.threshold:g} "
             f"for {_key_text(key)} ({where})")
 
@@ -105,9 +98,9 @@ def to_json(doc: dict) -> dict:
     w = doc.get("window") or {}
     return {"id": doc["_id"], "rule": doc["rule"], "pipeline": doc.get("pipeline"),
             "aggregation": doc["aggregation"], "collection": doc.get("collection"), "key": doc["key"],
-            "window": {"start": _iso(w.get("start")), "end": _iso(w.get("end"))},
+            "window": {"start": iso_time(w.get("start")), "end": iso_time(w.get("end"))},
             "field": doc["field"], "value": doc["value"], "op": doc["op"], "threshold": doc["threshold"],
-            "message": doc["message"], "fired_at": _iso(doc["fired_at"])}
+            "message": doc["message"], "fired_at": iso_time(doc["fired_at"])}
 
 
 class AlertEngine:

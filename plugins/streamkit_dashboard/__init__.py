@@ -72,13 +72,13 @@ def mongo_sink(pipeline: Any, index: int | None, section: str) -> Any:
 
     if index is not None:
         if index >= len(pipeline.sinks) or not isinstance(pipeline.sinks[index], MongoSink):
-            raise ConfigError(f"sinks[{index}] is not a mongodb sink", file=pipeline.spec.file,
+            raise ConfigError(f"sinks[{index}] is not a mongodb sink", file=pipeline.file,
                               key=f"{section}.sink")
         return pipeline.sinks[index]
     for sink in pipeline.sinks:
         if isinstance(sink, MongoSink):
             return sink
-    raise ConfigError("needs a mongodb sink to read from (add one under sinks)", file=pipeline.spec.file,
+    raise ConfigError("needs a mongodb sink to read from (add one under sinks)", file=pipeline.file,
                       key=section)
 
 

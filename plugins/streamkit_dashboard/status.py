@@ -23,10 +23,11 @@ from typing import Any, Callable
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from streamkit import UTC
+
 from .meta import AggMeta
 
 log = logging.getLogger("streamkit.dashboard")
-UTC = dt.timezone.utc
 STATUS_COLLECTION = "streamkit_status"
 ADDITIVE = ("count", "sum")
 HEARTBEAT = 5.0  # seconds between status updates when no flush happens (an idle source)
@@ -107,7 +108,7 @@ class StatusWriter:
         self.id = f"process|{pipeline.name}|{host}|{os.getpid()}|{next(_runs)}"
         self.base = {"kind": "process", "pipeline": pipeline.name, "collection": self.collection,
                      "database": sink.config["database"], "host": host, "pid": os.getpid(),
-                     "source": pipeline.spec.source.type, "flush_interval": pipeline.spec.flush_interval,
+                     "source": pipeline.source_type, "flush_interval": pipeline.flush_interval,
                      "aggregations": [m.to_json() for m in self.metas]}
         self.flushes = 0
         self.last_flush_at = 0.0

@@ -14,10 +14,11 @@ import threading
 import time
 from typing import Any
 
+from streamkit import UTC, iso_time as iso
+
 from .meta import AggMeta, SeedFields, seed_aggregations
 from .status import STATUS_COLLECTION, baseline
 
-UTC = dt.timezone.utc
 ALERTS_COLLECTION = "streamkit_alerts"
 MAX_LIMIT = 1000
 MAX_TOP = 100
@@ -38,16 +39,6 @@ class QueryError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-def iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return str(value)
 
 
 def epoch(value: Any) -> float | None:

@@ -82,8 +82,7 @@ def _raw(record: Any) -> bytes | None:
 
 def _kafka_source_options(context: Any) -> dict:
     pipeline = getattr(context, "pipeline", None)
-    spec = getattr(pipeline, "spec", None)
-    source = getattr(spec, "source", None)
-    if source is not None and isinstance(source.cls, type) and issubclass(source.cls, KafkaSource):
-        return source.options
+    cls = getattr(pipeline, "source_class", None)
+    if isinstance(cls, type) and issubclass(cls, KafkaSource):
+        return pipeline.source_options
     return {}

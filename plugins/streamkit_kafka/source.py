@@ -140,8 +140,6 @@ class KafkaSource(Source):
             tp = self._tps.get(name)
             if tp is None:
                 continue
-            if isinstance(pos, tuple):  # an unfinished flush: read it again from its start
-                pos = pos[0]
             self.consumer.seek(tp, int(pos))
             self._read[tp] = int(pos)
 

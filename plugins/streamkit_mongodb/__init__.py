@@ -28,7 +28,7 @@ from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument, UpdateOn
 from pymongo.errors import (AutoReconnect, BulkWriteError, ConnectionFailure, NetworkTimeout,
                             ServerSelectionTimeoutError)
 
-from streamkit import Duration, Option, Sink, StreamkitError, hookimpl
+from streamkit import Duration, Option, Resume, Sink, StreamkitError, hookimpl
 
 log = logging.getLogger("streamkit.mongodb")
 UTC = dt.timezone.utc
@@ -275,9 +275,9 @@ class MongoSink(Sink):
                 return d
         return stored[0] if stored else None
 
-    def positions(self, partitions: list[str]) -> dict:
+    def positions(self, partitions: list[str]) -> dict[str, Resume]:
         """Take ownership (a new epoch) and return where to resume: a stored position, or the
-        (start, end) of an unfinished intent that must be replayed with the same boundaries."""
+        start and end of an unfinished intent that must be replayed with the same boundaries."""
         if not self.exact:
             return {}
         out: dict = {}
@@ -292,9 +292,9 @@ class MongoSink(Sink):
             self.epochs[p] = doc["epoch"]
             intent = doc.get("intent")
             if intent:
-                out[p] = (intent["start"], intent["end"])
+                out[p] = Resume(intent["start"], replay_end=intent["end"])
             elif doc.get("position") is not None:
-                out[p] = doc["position"]
+                out[p] = Resume(doc["position"])
         return out
 
     def _set_intents(self, parts: dict) -> None:

@@ -26,9 +26,8 @@ def open_append(component: Any) -> Any:
     try:
         return open(path, "ab")
     except OSError as exc:
-        pipeline = component.context.pipeline
         raise ConfigError(f"cannot append to {path!r}: {exc.strerror or exc}",
-                          file=pipeline.spec.file if pipeline is not None else None,
+                          file=component.context.file,
                           key=f"{component.context.name}.path") from None
 
 
