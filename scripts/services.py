@@ -19,7 +19,11 @@ Typical use:  eval "$(scripts/services up)"  ...  scripts/services down
 * MongoDB: SecantusDB (`python -m secantus`) on 127.0.0.1:$STREAMKIT_MONGO_PORT (default 27017).
 * If KAFKA_BOOTSTRAP (or MONGO_URI) is already set to some other server, that service is
   not started; its export line is printed unchanged.
-* State (pids, configs, data, logs) lives in $STREAMKIT_SERVICES_DIR (default <repo>/.services).
+* State (pid, ports, data, logs) lives in $STREAMKIT_SERVICES_DIR (default <repo>/.services), so
+  that `down` in another shell stops exactly what `up` started. The servers outlive this script,
+  which is why it keeps its own state rather than a library's in-process handle (mirakuru and
+  the like stop what they started when the Python that started it exits); psutil finds, signals
+  and waits for the processes.
 
 Only the `export` lines go to stdout; progress and errors go to stderr.
 """
@@ -41,134 +45,48 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 POM = HERE / "kafka" / "pom.xml"
-
+HOST = "127.0.0.1"
 RUN_DIR = Path(os.environ.get("STREAMKIT_SERVICES_DIR") or (REPO / ".services")).expanduser().absolute()
 CACHE_DIR = Path(os.environ.get("STREAMKIT_CACHE") or "~/.cache/streamkit").expanduser().absolute()
-HOST = "127.0.0.1"
 
 
-def _env_int(name: str, default: int) -> int:
+class Fail(Exception):
+    """A one-line reason to stop with exit code 1."""
+
+
+def log(msg: str) -> None:
+    with contextlib.suppress(OSError):  # stderr closed (e.g. piped into `head`): keep going
+        print(f"services: {msg}", file=sys.stderr, flush=True)
+
+
+def env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if not raw:
         return default
     try:
         return int(raw)
     except ValueError:
-        die(f"{name}={raw!r} is not a number")
+        raise Fail(f"{name}={raw!r} is not a number") from None
 
 
-KAFKA_PORT = None  # set in main() (so that die() is defined before use)
-KAFKA_CONTROLLER_PORT = None
-MONGO_PORT = None
-KAFKA_TIMEOUT = None
-MONGO_TIMEOUT = None
-STOP_TIMEOUT = None
-
-
-class Fail(Exception):
-    pass
-
-
-def log(msg: str) -> None:
+def need(module: str, package: str):
     try:
-        print(f"services: {msg}", file=sys.stderr, flush=True)
-    except OSError:  # stderr closed (e.g. piped into `head`): keep going
-        pass
-
-
-def die(msg: str, code: int = 1):
-    log(f"error: {msg}")
-    sys.exit(code)
+        return __import__(module)
+    except ImportError:
+        raise Fail(f"{package} is not installed in {sys.executable} (pip install -e '.[test]')") from None
 
 
 def kafka_version() -> str:
     m = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", POM.read_text())
     if not m:
-        die(f"no <kafka.version> property in {POM}")
+        raise Fail(f"no <kafka.version> property in {POM}")
     return m.group(1)
-
-
-# --------------------------------------------------------------------------- processes
-
-def _proc_stat(pid: int):
-    """(state, pgid) of a process, or None if it does not exist."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    rest = raw[raw.rindex(")") + 2:].split()
-    return rest[0], int(rest[2])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def alive(pid: int | None, marker: str | None = None) -> bool:
-    """True if pid runs (not a zombie) and, if given, its command line contains marker
-    (guards against a recycled pid)."""
-    if not pid:
-        return False
-    st = _proc_stat(pid)
-    if st is None or st[0] in ("Z", "X"):
-        return False
-    return marker is None or marker in _cmdline(pid)
-
-
-def group_members(pgid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        st = _proc_stat(int(d.name))
-        if st and st[1] == pgid and st[0] not in ("Z", "X"):
-            out.append(int(d.name))
-    return out
-
-
-def stop_group(pid: int, name: str, kill_now: bool = False) -> None:
-    """SIGTERM the process group led by pid (started with start_new_session), SIGKILL
-    whatever is left after STOP_TIMEOUT seconds."""
-    pgid = pid
-    sigs = [signal.SIGKILL] if kill_now else [signal.SIGTERM, signal.SIGKILL]
-    for sig in sigs:
-        members = group_members(pgid)
-        if not members:
-            return
-        log(f"stopping {name} (pid {pid}) with {sig.name}")
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            for p in members:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(p, sig)
-        deadline = time.monotonic() + (STOP_TIMEOUT if sig == signal.SIGTERM else 10)
-        while time.monotonic() < deadline:
-            if not group_members(pgid):
-                return
-            time.sleep(0.1)
-        if sig == signal.SIGTERM:
-            log(f"{name} still running {STOP_TIMEOUT}s after SIGTERM")
-    if group_members(pgid):
-        raise Fail(f"could not stop {name} (process group {pgid}: {group_members(pgid)})")
-
-
-def spawn(cmd: list[str], cwd: Path, out_file: Path, env: dict | None = None) -> subprocess.Popen:
-    # stdin/stdout/stderr never stay attached to ours: `eval "$(services up)"` waits for
-    # every holder of the pipe to close it.
-    with open(out_file, "ab") as out:
-        return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
 def tail(path: Path, n: int = 30) -> str:
@@ -182,58 +100,51 @@ def tail(path: Path, n: int = 30) -> str:
 # --------------------------------------------------------------------------- ports
 
 def port_free(port: int) -> bool:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((HOST, port))
-    except OSError:
-        return False
-    finally:
-        s.close()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
     return True
 
 
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+def port_open(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
 
 
 def port_owner(port: int) -> str:
-    if shutil.which("ss"):
-        try:
-            out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True,
-                                 text=True, timeout=5).stdout.strip()
-            m = re.search(r'users:\(\("([^"]+)",pid=(\d+)', out)
-            if m:
-                return f" by {m.group(1)} (pid {m.group(2)})"
-        except (OSError, subprocess.SubprocessError):
-            pass
+    psutil = need("psutil", "psutil")
+    with contextlib.suppress(psutil.Error, OSError):
+        for c in psutil.net_connections("tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid:
+                return f" by {psutil.Process(c.pid).name()} (pid {c.pid})"
     return ""
 
 
-def require_ports(name: str, ports: list[int], env_hint: str) -> None:
-    for p in ports:
-        if not port_free(p):
-            raise Fail(f"cannot start {name}: port {HOST}:{p} is already in use{port_owner(p)}. "
-                       f"Stop that process, or pick other ports with {env_hint}, or point "
-                       f"the tests at a running server with the service's URL variable.")
-
-
-# --------------------------------------------------------------------------- state
+# --------------------------------------------------------------------------- one service
 
 class Service:
+    """A server started by this script: its state file, its process, start, stop and readiness.
+    Subclasses say how to start it (``command``) and how to ask it whether it is ready (``probe``)."""
+
     name = ""
     env_var = ""
-    marker = ""
+    out_name = ""  # its stdout and stderr
+    log_name = ""  # where it logs (may be the same file)
 
-    def __init__(self):
+    def __init__(self, port: int, ready_timeout: int, stop_timeout: int) -> None:
         self.dir = RUN_DIR / self.name
         self.state_file = self.dir / "state.json"
+        self.wanted_port = port
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
 
-    # state: {"pid": int|None, "ports": [...], ...}
+    # -- state: {"pid", "created", "port", ...}
     def state(self) -> dict:
         try:
             return json.loads(self.state_file.read_text())
@@ -246,40 +157,49 @@ class Service:
         tmp.write_text(json.dumps(st, indent=1))
         tmp.replace(self.state_file)
 
-    def pid(self) -> int | None:
-        pid = self.state().get("pid")
-        return pid if alive(pid, self.marker_for()) else None
-
-    def marker_for(self) -> str:
-        return str(self.dir)
-
     def port(self) -> int:
-        return self.state().get("port") or self.default_port()
+        return self.state().get("port") or self.wanted_port
 
-    def default_port(self) -> int:
-        raise NotImplementedError
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    def marker(self) -> str:
+        """A string in the server's command line: a recycled pid does not pass for the server."""
+        return str(self.data_dir())
+
+    def process(self):
+        """The running server (a psutil.Process), or None."""
+        psutil = need("psutil", "psutil")
+        st = self.state()
+        if not st.get("pid"):
+            return None
+        try:
+            proc = psutil.Process(st["pid"])
+            if proc.status() == psutil.STATUS_ZOMBIE or self.marker() not in " ".join(proc.cmdline()):
+                return None
+            if st.get("created") and abs(proc.create_time() - st["created"]) > 1:
+                return None
+            return proc
+        except psutil.Error:
+            return None
 
     def address(self, port: int | None = None) -> str:
         raise NotImplementedError
+
+    def export_line(self, value: str) -> str:
+        return f"export {self.env_var}={value}"
 
     def external(self) -> str | None:
         """The value of env_var if it names a server this script does not manage."""
         val = os.environ.get(self.env_var)
         if not val:
             return None
-        if self._normalize(val) == self._normalize(self.address()):
+        if normalize(val) == normalize(self.address()):
             # Most likely our own export from an earlier `up` (e.g. `up` again after `down`
             # in a shell that eval'ed it). Manage it, unless someone else serves that port.
-            if self.pid() or port_free(self.port()):
+            if self.process() or port_free(self.port()):
                 return None
         return val
-
-    @staticmethod
-    def _normalize(addr: str) -> str:
-        return addr.strip().rstrip("/").replace("localhost", HOST)
-
-    def export_line(self, value: str) -> str:
-        return f"export {self.env_var}={value}"
 
     # -- commands
     def start(self) -> str:
@@ -287,27 +207,66 @@ class Service:
         if ext:
             log(f"{self.env_var} is set ({ext}): not starting {self.name}")
             return self.export_line(ext)
-        pid = self.pid()
-        if pid:
+        proc = self.process()
+        if proc:
             self.wait_ready(None)
-            log(f"{self.name} already running (pid {pid}) at {self.address()}")
+            log(f"{self.name} already running (pid {proc.pid}) at {self.address()}")
             return self.export_line(self.address())
-        self._start()
+        st = self.state()
+        port = st.get("port") or self.wanted_port
+        if st and port != self.wanted_port:
+            log(f"{self.name}: reusing the port of its kept data folder ({port}); `down` first to change it")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cmd = self.command(st, port)  # may fail (ports, missing tools) before anything starts
+        with open(self.dir / self.out_name, "ab") as f:
+            f.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+            # stdin/stdout/stderr never stay attached to ours: `eval "$(services up)"` waits for
+            # every holder of the pipe to close it.
+            t0 = time.monotonic()
+            popen = subprocess.Popen(cmd, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=f,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        psutil = need("psutil", "psutil")
+        with contextlib.suppress(psutil.Error):
+            st["created"] = psutil.Process(popen.pid).create_time()
+        self.save({**st, "pid": popen.pid, "port": port, "started": time.time()})
+        log(f"{self.name}: started pid {popen.pid}, waiting for {self.address(port)}")
+        try:
+            self.wait_ready(popen)
+        except Fail:
+            self.stop(kill_now=True)
+            raise
+        log(f"{self.name}: ready at {self.address(port)} after {time.monotonic() - t0:.1f}s")
         return self.export_line(self.address())
 
     def stop(self, kill_now: bool = False) -> None:
+        """SIGTERM the server's process group, SIGKILL what is left after the stop timeout."""
+        psutil = need("psutil", "psutil")
+        proc = self.process()
+        if proc:
+            procs = [proc]
+            with contextlib.suppress(psutil.Error):
+                procs += proc.children(recursive=True)
+            for sig in [signal.SIGKILL] if kill_now else [signal.SIGTERM, signal.SIGKILL]:
+                log(f"stopping {self.name} (pid {proc.pid}) with {sig.name}")
+                try:
+                    os.killpg(proc.pid, sig)  # its group: started with start_new_session
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    for p in procs:
+                        with contextlib.suppress(psutil.Error):
+                            p.send_signal(sig)
+                timeout = self.stop_timeout if sig == signal.SIGTERM else 10
+                _, procs = psutil.wait_procs(procs, timeout=timeout)
+                if not procs:
+                    break
+                if sig == signal.SIGTERM:
+                    log(f"{self.name} still running {timeout}s after SIGTERM")
+            if procs:
+                raise Fail(f"could not stop {self.name} (pids {[p.pid for p in procs]})")
         st = self.state()
-        pid = st.get("pid")
-        if pid and alive(pid, self.marker_for()):
-            stop_group(pid, self.name, kill_now)
-        elif pid:
-            # leader gone: stop what is left of its group, if it is still ours
-            for p in group_members(pid):
-                if self.marker_for() in _cmdline(p):
-                    stop_group(p, self.name, kill_now) if p == pid else os.kill(p, signal.SIGKILL)
         if st:
-            st["pid"] = None
-            self.save(st)
+            self.save({**st, "pid": None})
 
     def remove(self) -> None:
         self.stop()
@@ -318,32 +277,69 @@ class Service:
     def status(self) -> tuple[bool, str]:
         ext = self.external()
         if ext:
-            host, port = self.host_port(ext)
-            ok = port_open(host, port) if host else False
+            m = re.search(r"(?:^|//|,)([^:/,@]+):(\d+)", ext)
+            ok = bool(m) and port_open(m.group(1), int(m.group(2)))
             return ok, f"{self.name}: external {self.env_var}={ext} ({'reachable' if ok else 'NOT reachable'})"
-        st = self.state()
-        pid = self.pid()
-        if pid:
+        proc = self.process()
+        if proc:
             ok = port_open(HOST, self.port())
-            return ok, (f"{self.name}: running, pid {pid}, {self.address()}"
+            return ok, (f"{self.name}: running, pid {proc.pid}, {self.address()}"
                         + ("" if ok else " (port not accepting connections yet)")
                         + f", data {self.data_dir()}")
-        if st:
+        if self.state():
             return False, f"{self.name}: stopped (data kept in {self.data_dir()})"
         return False, f"{self.name}: not started"
 
-    def host_port(self, value: str):
-        m = re.search(r"(?:^|//|,)([^:/,@]+):(\d+)", value)
-        return (m.group(1), int(m.group(2))) if m else (None, None)
+    def require_ports(self, ports: list[int], env_hint: str) -> None:
+        for p in ports:
+            if not port_free(p):
+                raise Fail(f"cannot start {self.name}: port {HOST}:{p} is already in use{port_owner(p)}. "
+                           f"Stop that process, or pick other ports with {env_hint}, or point "
+                           f"the tests at a running server with {self.env_var}.")
 
-    def data_dir(self) -> Path:
-        return self.dir / "data"
+    def wait_ready(self, popen: subprocess.Popen | None) -> None:
+        """Poll ``probe`` until the server answers; fail at once if it exits, after the timeout
+        if it does not answer."""
+        deadline = time.monotonic() + self.ready_timeout
+        logfile = self.dir / self.log_name
+        while True:
+            if popen is not None and popen.poll() is not None:
+                out = self.dir / self.out_name
+                raise Fail(f"{self.name} exited with code {popen.returncode} during startup; last lines of "
+                           f"{logfile}:\n{tail(logfile)}"
+                           + (f"\n{out}:\n{tail(out, 15)}" if out != logfile else ""))
+            if popen is None and not self.process():
+                raise Fail(f"{self.name} is not running")
+            why = self.probe() if port_open(HOST, self.port()) else "port not open yet"
+            if why is None:
+                return
+            if time.monotonic() > deadline:
+                raise Fail(f"{self.name} not ready after {self.ready_timeout}s ({why}); last lines of "
+                           f"{logfile}:\n{tail(logfile)}")
+            time.sleep(0.3)
 
-    def _start(self) -> None:
+    def command(self, state: dict, port: int) -> list[str]:
+        """The server's command line; prepares its folder (and may update ``state``)."""
         raise NotImplementedError
 
-    def wait_ready(self, proc) -> None:
+    def probe(self) -> str | None:
+        """None when the server answers a real request, else why not yet."""
         raise NotImplementedError
+
+
+def normalize(addr: str) -> str:
+    return addr.strip().rstrip("/").replace("localhost", HOST)
+
+
+def probing(what: str, broken: tuple[type, ...], ask: Callable[[], str | None]) -> str | None:
+    """Run one readiness request: a failure means "not yet", except one that says the check
+    itself is broken (a wrong option, a missing method)."""
+    try:
+        return ask()
+    except broken as e:
+        raise Fail(f"{what} readiness check is broken: {type(e).__name__}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any other failure means "not yet"
+        return f"{type(e).__name__}: {e}"
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -368,29 +364,28 @@ LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
 class Kafka(Service):
     name = "kafka"
     env_var = "KAFKA_BOOTSTRAP"
+    out_name = "kafka.out"
+    log_name = "kafka.log"
 
-    def default_port(self) -> int:
-        return KAFKA_PORT
+    def __init__(self, port: int, controller_port: int, ready_timeout: int, stop_timeout: int) -> None:
+        super().__init__(port, ready_timeout, stop_timeout)
+        self.wanted_controller_port = controller_port
 
     def address(self, port: int | None = None) -> str:
         return f"{HOST}:{port or self.port()}"
 
-    def marker_for(self) -> str:
+    def marker(self) -> str:
         return str(self.dir / "server.properties")
 
-    def libs(self) -> Path:
-        return CACHE_DIR / f"kafka-{kafka_version()}" / "libs"
-
     def ensure_libs(self) -> Path:
-        libs = self.libs()
+        libs = CACHE_DIR / f"kafka-{kafka_version()}" / "libs"
         stamp = libs.parent / "libs.ok"
         want = hashlib.sha256(POM.read_bytes()).hexdigest()
         if libs.is_dir() and stamp.exists() and stamp.read_text().strip() == want:
             return libs
         mvn = shutil.which("mvn")
         if not mvn:
-            raise Fail("Maven (`mvn`) is needed once to fetch the Kafka jars "
-                       "(Debian: apt-get install maven)")
+            raise Fail("Maven (`mvn`) is needed once to fetch the Kafka jars (Debian: apt-get install maven)")
         libs.parent.mkdir(parents=True, exist_ok=True)
         tmp = libs.parent / f"libs.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -424,7 +419,6 @@ class Kafka(Service):
         return j
 
     def write_config(self, port: int, cport: int) -> Path:
-        data = self.data_dir()
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -434,7 +428,7 @@ class Kafka(Service):
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(data),
+            "log.dirs": str(self.data_dir()),
             # one node: the defaults assume three brokers
             "offsets.topic.replication.factor": "1",
             "transaction.state.log.replication.factor": "1",
@@ -456,99 +450,48 @@ class Kafka(Service):
         }
         f = self.dir / "server.properties"
         f.write_text("# written by scripts/services\n" + "".join(f"{k}={v}\n" for k, v in props.items()))
-        (self.dir / "log4j2.xml").write_text(LOG4J2_XML.format(file=quoteattr(str(self.dir / "kafka.log"))))
+        (self.dir / "log4j2.xml").write_text(LOG4J2_XML.format(file=quoteattr(str(self.dir / self.log_name))))
         return f
 
-    def _start(self) -> None:
-        st = self.state()
-        port = st.get("port") or KAFKA_PORT
-        cport = st.get("controller_port") or KAFKA_CONTROLLER_PORT
-        if st and (port, cport) != (KAFKA_PORT, KAFKA_CONTROLLER_PORT):
-            log(f"kafka: reusing the ports of its kept data folder ({port}/{cport}); "
-                f"`down` first to change them")
-        require_ports("kafka", [port, cport], "STREAMKIT_KAFKA_PORT / STREAMKIT_KAFKA_CONTROLLER_PORT")
-        libs = self.ensure_libs()
-        java = self.java()
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def command(self, state: dict, port: int) -> list[str]:
+        cport = state.get("controller_port") or self.wanted_controller_port
+        self.require_ports([port, cport], "STREAMKIT_KAFKA_PORT / STREAMKIT_KAFKA_CONTROLLER_PORT")
+        java, cp = self.java(), f"{self.ensure_libs()}/*"
+        log4j = f"-Dlog4j2.configurationFile={self.dir / 'log4j2.xml'}"
         props = self.write_config(port, cport)
-        cp = f"{libs}/*"
         data = self.data_dir()
-        cluster_id = st.get("cluster_id")
         if not (data / "meta.properties").exists():
             shutil.rmtree(data, ignore_errors=True)
-            cluster_id = new_cluster_id()
+            state["cluster_id"] = new_cluster_id()
             log(f"kafka: formatting a new data folder {data}")
-            r = subprocess.run([java, "-Xmx256m", f"-Dlog4j2.configurationFile={self.dir / 'log4j2.xml'}",
-                                "-cp", cp, "kafka.tools.StorageTool", "format",
-                                "-t", cluster_id, "-c", str(props)],
+            r = subprocess.run([java, "-Xmx256m", log4j, "-cp", cp, "kafka.tools.StorageTool", "format",
+                                "-t", state["cluster_id"], "-c", str(props)],
                                stdin=subprocess.DEVNULL, capture_output=True, text=True)
             (self.dir / "format.out").write_text(r.stdout + r.stderr)
             if r.returncode != 0:
                 raise Fail(f"kafka storage format failed (exit {r.returncode}):\n{tail(self.dir / 'format.out')}")
         else:
             log(f"kafka: reusing data folder {data}")
-        out = self.dir / "kafka.out"
-        with open(out, "a") as f:
-            f.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
-        cmd = [java, "-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-               "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={self.dir / 'log4j2.xml'}",
-               f"-Dkafka.logs.dir={self.dir}",
-               "-cp", cp, "kafka.Kafka", str(props)]
-        t0 = time.monotonic()
-        proc = spawn(cmd, self.dir, out)
-        self.save({"pid": proc.pid, "port": port, "controller_port": cport,
-                   "cluster_id": cluster_id, "version": kafka_version(), "started": time.time()})
-        log(f"kafka: started pid {proc.pid}, waiting for {self.address(port)}")
-        try:
-            self.wait_ready(proc)
-        except Fail:
-            self.stop(kill_now=True)
-            raise
-        log(f"kafka: ready at {self.address(port)} after {time.monotonic() - t0:.1f}s")
+        state.update(controller_port=cport, version=kafka_version())
+        return [java, "-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true", log4j,
+                f"-Dkafka.logs.dir={self.dir}", "-cp", cp, "kafka.Kafka", str(props)]
 
-    def wait_ready(self, proc) -> None:
-        """A real metadata round trip with kafka-python; fail fast if the JVM dies."""
-        try:
-            from kafka import KafkaAdminClient
-            from kafka.errors import KafkaConfigurationError
-        except ImportError:
-            raise Fail("kafka-python is not installed in this Python (pip install kafka-python)")
+    def probe(self) -> str | None:
+        """A real metadata round trip with kafka-python."""
+        kafka = need("kafka", "kafka-python")
         import logging
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
-        addr = self.address()
-        deadline = time.monotonic() + KAFKA_TIMEOUT
-        last = None
-        while True:
-            if proc is not None and proc.poll() is not None:
-                raise Fail(f"kafka exited with code {proc.returncode} during startup; last lines of "
-                           f"{self.dir / 'kafka.log'}:\n{tail(self.dir / 'kafka.log')}\n"
-                           f"{self.dir / 'kafka.out'}:\n{tail(self.dir / 'kafka.out', 15)}")
-            if proc is None and not self.pid():
-                raise Fail("kafka is not running")
-            if port_open(HOST, self.port()):
-                admin = None
-                try:
-                    admin = KafkaAdminClient(bootstrap_servers=addr, client_id="streamkit-services",
-                                             request_timeout_ms=5000, bootstrap_timeout_ms=5000)
-                    cluster = admin.describe_cluster()
-                    if cluster.get("brokers"):
-                        return
-                    last = "no broker in the metadata yet"
-                except (KafkaConfigurationError, TypeError, AttributeError) as e:
-                    raise Fail(f"kafka readiness check is broken: {type(e).__name__}: {e}")
-                except Exception as e:  # noqa: BLE001 - any other failure means "not yet"
-                    last = f"{type(e).__name__}: {e}"
-                finally:
-                    if admin is not None:
-                        with contextlib.suppress(Exception):
-                            admin.close()
-            else:
-                last = "port not open yet"
-            if time.monotonic() > deadline:
-                raise Fail(f"kafka not ready after {KAFKA_TIMEOUT}s ({last}); last lines of "
-                           f"{self.dir / 'kafka.log'}:\n{tail(self.dir / 'kafka.log')}")
-            time.sleep(0.3)
+
+        def ask() -> str | None:
+            admin = kafka.KafkaAdminClient(bootstrap_servers=self.address(), client_id="streamkit-services",
+                                           request_timeout_ms=5000, bootstrap_timeout_ms=5000)
+            try:
+                return None if admin.describe_cluster().get("brokers") else "no broker in the metadata yet"
+            finally:
+                with contextlib.suppress(Exception):
+                    admin.close()
+        return probing("kafka", (kafka.errors.KafkaConfigurationError, TypeError, AttributeError), ask)
 
 
 def new_cluster_id() -> str:
@@ -564,83 +507,32 @@ def new_cluster_id() -> str:
 class Mongo(Service):
     name = "mongo"
     env_var = "MONGO_URI"
-
-    def default_port(self) -> int:
-        return MONGO_PORT
+    out_name = log_name = "mongo.log"
 
     def address(self, port: int | None = None) -> str:
         return f"mongodb://{HOST}:{port or self.port()}"
 
-    def marker_for(self) -> str:
-        return str(self.data_dir())
-
-    def _start(self) -> None:
-        st = self.state()
-        port = st.get("port") or MONGO_PORT
-        if st and port != MONGO_PORT:
-            log(f"mongo: reusing the port of its kept data folder ({port}); `down` first to change it")
-        require_ports("mongo", [port], "STREAMKIT_MONGO_PORT")
-        try:
-            import secantus  # noqa: F401
-        except ImportError:
-            raise Fail(f"secantusdb is not installed in {sys.executable} (pip install secantusdb)")
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def command(self, state: dict, port: int) -> list[str]:
+        self.require_ports([port], "STREAMKIT_MONGO_PORT")
+        need("secantus", "secantusdb")
         data = self.data_dir()
         log(f"mongo: {'reusing' if data.exists() else 'new'} data folder {data}")
         # an explicit (empty) config file turns off the auto-discovery of
         # ./secantusd.toml, ~/.secantus/secantusd.toml and /etc/secantus/secantusd.toml
         conf = self.dir / "secantusd.toml"
         conf.write_text("# written by scripts/services: all settings are on the command line\n")
-        out = self.dir / "mongo.log"
-        with open(out, "a") as f:
-            f.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
-        cmd = [sys.executable, "-m", "secantus", "--config", str(conf), "--host", HOST,
-               "--port", str(port), "--storage-path", str(data), "--log-level", "WARNING"]
-        t0 = time.monotonic()
-        proc = spawn(cmd, self.dir, out)
-        self.save({"pid": proc.pid, "port": port, "started": time.time()})
-        log(f"mongo: started pid {proc.pid}, waiting for {self.address(port)}")
-        try:
-            self.wait_ready(proc)
-        except Fail:
-            self.stop(kill_now=True)
-            raise
-        log(f"mongo: ready at {self.address(port)} after {time.monotonic() - t0:.1f}s")
+        return [sys.executable, "-m", "secantus", "--config", str(conf), "--host", HOST,
+                "--port", str(port), "--storage-path", str(data), "--log-level", "WARNING"]
 
-    def wait_ready(self, proc) -> None:
-        try:
-            import pymongo
-            import pymongo.errors
-        except ImportError:
-            raise Fail("pymongo is not installed in this Python (pip install pymongo)")
-        deadline = time.monotonic() + MONGO_TIMEOUT
-        last = None
-        while True:
-            if proc is not None and proc.poll() is not None:
-                raise Fail(f"secantus exited with code {proc.returncode} during startup; last lines of "
-                           f"{self.dir / 'mongo.log'}:\n{tail(self.dir / 'mongo.log')}")
-            if proc is None and not self.pid():
-                raise Fail("mongo is not running")
-            if port_open(HOST, self.port()):
-                client = None
-                try:
-                    client = pymongo.MongoClient(self.address(), serverSelectionTimeoutMS=2000,
-                                                 connectTimeoutMS=2000)
-                    client.admin.command("ping")
-                    return
-                except (pymongo.errors.ConfigurationError, TypeError, AttributeError) as e:
-                    raise Fail(f"mongo readiness check is broken: {type(e).__name__}: {e}")
-                except Exception as e:  # noqa: BLE001 - any other failure means "not yet"
-                    last = f"{type(e).__name__}: {e}"
-                finally:
-                    if client is not None:
-                        client.close()
-            else:
-                last = "port not open yet"
-            if time.monotonic() > deadline:
-                raise Fail(f"mongo not ready after {MONGO_TIMEOUT}s ({last}); last lines of "
-                           f"{self.dir / 'mongo.log'}:\n{tail(self.dir / 'mongo.log')}")
-            time.sleep(0.2)
+    def probe(self) -> str | None:
+        """A MongoDB ping."""
+        pymongo = need("pymongo", "pymongo")
+
+        def ask() -> str | None:
+            with pymongo.MongoClient(self.address(), serverSelectionTimeoutMS=2000, connectTimeoutMS=2000) as c:
+                c.admin.command("ping")
+            return None
+        return probing("mongo", (pymongo.errors.ConfigurationError, TypeError, AttributeError), ask)
 
 
 # --------------------------------------------------------------------------- commands
@@ -651,37 +543,6 @@ def locked():
     with open(RUN_DIR / ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
-
-
-def cmd_up(services: list[Service]) -> int:
-    t0 = time.monotonic()
-    lines = []
-    with locked():
-        for s in services:
-            lines.append(s.start())
-    for ln in lines:
-        print(ln)
-    log(f"up in {time.monotonic() - t0:.1f}s")
-    return 0
-
-
-def cmd_down(services: list[Service]) -> int:
-    with locked():
-        for s in services:
-            s.remove()
-    with contextlib.suppress(OSError):
-        (RUN_DIR / ".lock").unlink()
-        RUN_DIR.rmdir()  # only if empty
-    return 0
-
-
-def cmd_status(services: list[Service]) -> int:
-    all_ok = True
-    for s in services:
-        ok, text = s.status()
-        all_ok &= ok
-        print(text)
-    return 0 if all_ok else 3
 
 
 USAGE = """usage: scripts/services COMMAND
@@ -697,55 +558,67 @@ Environment: STREAMKIT_KAFKA_PORT (9092), STREAMKIT_KAFKA_CONTROLLER_PORT (Kafka
   STREAMKIT_STOP_TIMEOUT (10); KAFKA_BOOTSTRAP / MONGO_URI set to another server: not started."""
 
 
-def main(argv: list[str]) -> int:
-    global KAFKA_PORT, KAFKA_CONTROLLER_PORT, MONGO_PORT, KAFKA_TIMEOUT, MONGO_TIMEOUT, STOP_TIMEOUT
-    KAFKA_PORT = _env_int("STREAMKIT_KAFKA_PORT", 9092)
-    KAFKA_CONTROLLER_PORT = _env_int("STREAMKIT_KAFKA_CONTROLLER_PORT", KAFKA_PORT + 1)
-    MONGO_PORT = _env_int("STREAMKIT_MONGO_PORT", 27017)
-    KAFKA_TIMEOUT = _env_int("STREAMKIT_KAFKA_TIMEOUT", 90)
-    MONGO_TIMEOUT = _env_int("STREAMKIT_MONGO_TIMEOUT", 60)
-    STOP_TIMEOUT = _env_int("STREAMKIT_STOP_TIMEOUT", 10)
+def run(cmd: str, args: list[str]) -> int:
+    kafka_port = env_int("STREAMKIT_KAFKA_PORT", 9092)
+    stop_timeout = env_int("STREAMKIT_STOP_TIMEOUT", 10)
+    kafka = Kafka(kafka_port, env_int("STREAMKIT_KAFKA_CONTROLLER_PORT", kafka_port + 1),
+                  env_int("STREAMKIT_KAFKA_TIMEOUT", 90), stop_timeout)
+    mongo = Mongo(env_int("STREAMKIT_MONGO_PORT", 27017), env_int("STREAMKIT_MONGO_TIMEOUT", 60), stop_timeout)
+    both = [kafka, mongo]
+    if cmd == "up":
+        t0 = time.monotonic()
+        with locked():
+            lines = [s.start() for s in both]
+        print("\n".join(lines))
+        log(f"up in {time.monotonic() - t0:.1f}s")
+        return 0
+    if cmd == "down":
+        with locked():
+            for s in both:
+                s.remove()
+        with contextlib.suppress(OSError):
+            (RUN_DIR / ".lock").unlink()
+            RUN_DIR.rmdir()  # only if empty
+        return 0
+    if cmd == "status":
+        results = [s.status() for s in both]
+        print("\n".join(text for _, text in results))
+        return 0 if all(ok for ok, _ in results) else 3
+    if cmd == "env":
+        for s in both:
+            ext = s.external()
+            if ext or s.process():
+                print(s.export_line(ext or s.address()))
+        return 0
+    m = re.fullmatch(r"(start|stop|restart)-(kafka|mongo)", cmd)
+    if not m:
+        print(USAGE, file=sys.stderr)
+        return 2
+    s = kafka if m.group(2) == "kafka" else mongo
+    with locked():
+        if m.group(1) in ("stop", "restart"):
+            if s.external():
+                raise Fail(f"{s.env_var} points at a server this script does not manage")
+            if not s.process():
+                log(f"{s.name} is not running")
+            s.stop(kill_now="--kill" in args)
+        if m.group(1) in ("start", "restart"):
+            print(s.start())
+    return 0
 
+
+def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, file=sys.stderr if not argv else sys.stdout)
         return 0 if argv else 2
-    cmd, args = argv[0], argv[1:]
-    kafka, mongo = Kafka(), Mongo()
-    both = [kafka, mongo]
-    one = {"kafka": kafka, "mongo": mongo}
-    kill_now = "--kill" in args
     try:
-        if cmd == "up":
-            return cmd_up(both)
-        if cmd == "down":
-            return cmd_down(both)
-        if cmd == "status":
-            return cmd_status(both)
-        if cmd == "env":
-            for s in both:
-                ext = s.external()
-                if ext or s.pid():
-                    print(s.export_line(ext or s.address()))
-            return 0
-        m = re.fullmatch(r"(start|stop|restart)-(kafka|mongo)", cmd)
-        if m:
-            s = one[m.group(2)]
-            with locked():
-                if m.group(1) in ("stop", "restart"):
-                    if s.external():
-                        raise Fail(f"{s.env_var} points at a server this script does not manage")
-                    if not s.pid():
-                        log(f"{s.name} is not running")
-                    s.stop(kill_now)
-                if m.group(1) in ("start", "restart"):
-                    print(s.start())
-            return 0
+        return run(argv[0], argv[1:])
     except Fail as e:
-        die(str(e))
+        log(f"error: {e}")
+        return 1
     except KeyboardInterrupt:
-        die("interrupted", 130)
-    print(USAGE, file=sys.stderr)
-    return 2
+        log("error: interrupted")
+        return 130
 
 
 if __name__ == "__main__":

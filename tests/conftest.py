@@ -19,8 +19,6 @@ from streamkit.plugins import get_plugin_manager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-# crashkit's helpers and truth serve server-free tests too
-sys.path.insert(1, os.path.join(ROOT, "tests", "integration"))
 
 REQUIRE = "STREAMKIT_REQUIRE_SERVERS"
 HOW = 'start the servers with: eval "$(scripts/services up)"'

@@ -13,11 +13,11 @@ import pytest
 from pymongo.errors import BulkWriteError
 
 import streamkit_mongodb
-from crashkit import diff, generator_records, make_events, stored, truth
+from processes import generator_records, make_events
 from streamkit import Batch, Option, Pipeline, Source, hookimpl
 from streamkit.plugins import get_plugin_manager
 from stores import store  # noqa: F401
-from truth import as_pipeline
+from truth import as_pipeline, diff, stored, truth
 
 AGGREGATIONS = [
     {"name": "per_user", "type": "count", "group_by": ["user_id"]},

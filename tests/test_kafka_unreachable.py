@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from crashkit import free_port
+from servers import free_port
 
 
 @pytest.mark.parametrize("dead_letter", ["log", "kafka"])

@@ -1,23 +1,29 @@
-"""Fixtures for tests against the real servers that `scripts/services up` starts.
+"""Fixtures for tests against the real servers that `scripts/services up` starts, and against
+servers of a test's own (tests/servers.py) that it may stop and start.
 
 Every test here needs a server and is marked ``integration``; a test that needs none
 belongs in tests/. KAFKA_BOOTSTRAP and MONGO_URI come from the environment through the
 ``kafka_bootstrap`` and ``mongo_uri`` fixtures of tests/conftest.py. Names of topics and
 databases are unique per test, and what a test creates is deleted after it.
+
+``mongo_server`` (one per module) and ``private_mongo`` (one per test) are MongoDB-wire servers of
+the tests' own, ``private_kafka`` a Kafka broker of the module's own; ``runs`` starts ``streamkit
+run`` processes (tests/processes.py) and kills whatever is left of them after the test.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pytest
 
-# one private-server and port helper for every integration test
-from crashkit import MongoServer as PrivateMongo, free_port  # noqa: F401 (free_port: used by tests)
+from processes import Runs
+from servers import PrivateKafka, PrivateMongo, PrivateServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -172,13 +178,47 @@ def mongo_db(mongo_uri: str):
         client.close()
 
 
-@pytest.fixture
-def private_mongo(secantus):
-    folder = tempfile.mkdtemp(prefix="streamkit-mongo-")
-    server = PrivateMongo(folder)
-    server.start()
+@contextlib.contextmanager
+def _private(server_class: type[PrivateServer]) -> Iterator[Any]:
+    folder = tempfile.mkdtemp(prefix=f"streamkit-{server_class.service}-")
+    server = server_class(folder)
     try:
+        server.start()
         yield server
     finally:
-        server.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            server.close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mongo_server(secantus) -> Iterator[PrivateMongo]:
+    """A MongoDB-wire server of the module's own (skipped when SecantusDB is not installed)."""
+    with _private(PrivateMongo) as server:
+        yield server
+
+
+@pytest.fixture
+def private_mongo(secantus) -> Iterator[PrivateMongo]:
+    """A MongoDB-wire server of the test's own."""
+    with _private(PrivateMongo) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def private_kafka(kafka_bootstrap) -> Iterator[PrivateKafka]:
+    """A Kafka broker of the module's own (skipped when the shared one is not running either:
+    the jars come from the same cache)."""
+    with _private(PrivateKafka) as broker:
+        yield broker
+
+
+@pytest.fixture
+def runs(tmp_path) -> Iterator[Runs]:
+    """Starts ``streamkit run`` processes; every one still running after the test is killed."""
+    r = Runs(tmp_path)
+    try:
+        yield r
+    finally:
+        r.close()

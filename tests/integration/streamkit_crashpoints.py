@@ -13,7 +13,7 @@ Types:
   ``before_finish`` (every document merged, the intents not finished);
 - dead-letter destination ``crashing_jsonl``: ``jsonl`` with the point ``after_dead_letters``
   (a flush's dead letters written, no sink written yet);
-- source ``dealt``: ``n`` events (``crashkit.make_events`` with ``seed``) dealt round-robin to
+- source ``dealt``: ``n`` events (``processes.make_events`` with ``seed``) dealt round-robin to
   ``partitions`` partitions ``dealt/<i>``, a batch of each partition per poll, so most documents
   get parts from several partitions in one flush.
 """
@@ -83,7 +83,7 @@ class Dealt(Source):
                "partitions": Option(int, 3, "partitions"), "batch": Option(int, 100, "records per batch")}
 
     def open(self, hooks: Any) -> None:
-        from crashkit import make_events
+        from processes import make_events
         k = self.config["partitions"]
         events = make_events(self.config["n"], random.Random(self.config["seed"]), users=40, items=12)
         self.data = {f"dealt/{i}": events[i::k] for i in range(k)}

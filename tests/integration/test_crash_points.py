@@ -16,8 +16,7 @@ import orjson
 import pytest
 
 from conftest import unique
-from crashkit import (generator_records, make_events, offsets_state, pipeline, runs,  # noqa: F401
-                      write_yaml)
+from processes import generator_records, make_events, offsets_state, pipeline, write_yaml
 from streamkit_crashpoints import CRASH_EXIT
 from truth import aggregate, diff, stored, truth
 
@@ -61,7 +60,7 @@ def _open_intents(db, name: str) -> list[str]:
     return sorted(p for p, (_, intent, _) in offsets_state(db, name).items() if intent is not None)
 
 
-def _crash_then_finish(runs, config, db, name: str, points: list[str]) -> list[str]:  # noqa: F811
+def _crash_then_finish(runs, config, db, name: str, points: list[str]) -> list[str]:
     notes = []
     for point in points:
         run = runs.start(config, "streamkit", env={"STREAMKIT_CRASH_AT": point})
@@ -76,7 +75,7 @@ def _crash_then_finish(runs, config, db, name: str, points: list[str]) -> list[s
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 @pytest.mark.parametrize("source", ["generator", "dealt"])
-def test_crash_point_then_restart_is_exact(mongo_uri, mongo_db, runs, tmp_path, scenario, source):  # noqa: F811
+def test_crash_point_then_restart_is_exact(mongo_uri, mongo_db, runs, tmp_path, scenario, source):
     name = unique("points")
     src = GENERATOR if source == "generator" else DEALT
     config = write_yaml(tmp_path / "p.yaml", _config(tmp_path, mongo_uri, mongo_db.name, name, src))
@@ -99,7 +98,7 @@ def test_crash_point_then_restart_is_exact(mongo_uri, mongo_db, runs, tmp_path, 
     assert {p: s[:2] for p, s in state.items()} == {p: (end, None) for p, end in ends.items()}
 
 
-def test_crash_between_dead_letters_and_sink_write(mongo_uri, mongo_db, runs, tmp_path):  # noqa: F811
+def test_crash_between_dead_letters_and_sink_write(mongo_uri, mongo_db, runs, tmp_path):
     """The dead letters of a flush are written, the sink's part is not: the restart writes them
     again (at least once) and merges the flush once."""
     name = unique("points")

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from conftest import Kafka, unique
-from crashkit import (consumed, diff, generator_records, kafka_source, make_events,  # noqa: F401
-                      mongo_server, offsets_state, pipeline, private_kafka, runs, seed_for, stored,
-                      truth, wait_for, write_yaml)
+from processes import (consumed, generator_records, kafka_source, make_events, offsets_state, pipeline,
+                       seed_for, wait_for, write_yaml)
+from truth import diff, stored, truth
 
 pytestmark = pytest.mark.integration
 

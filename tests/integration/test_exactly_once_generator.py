@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from crashkit import (diff, generator_records, kill_loop, mongo_server, offsets_state, pipeline,  # noqa: F401
-                      runs, seed_for, stored, truth, write_yaml)
+from processes import generator_records, kill_loop, offsets_state, pipeline, seed_for, write_yaml
+from truth import diff, stored, truth
 
 pytestmark = pytest.mark.integration
 

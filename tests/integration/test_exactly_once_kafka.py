@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from conftest import unique
-from crashkit import (consumed, diff, kafka_source, kill_loop, make_events, mongo_server,  # noqa: F401
-                      offsets_state, pipeline, runs, seed_for, stored, truth, wait_for, write_yaml)
+from processes import (consumed, kafka_source, kill_loop, make_events, offsets_state, pipeline, seed_for,
+                       wait_for, write_yaml)
+from truth import diff, stored, truth
 
 pytestmark = pytest.mark.integration
 
@@ -45,20 +46,19 @@ def produce(kafka, topic: str, events: list[dict], rng: random.Random) -> dict[i
     return kafka.end_offsets(topic)
 
 
-def test_kill9_kafka_exact(kafka, mongo_server, runs, tmp_path):  # noqa: F811
+def test_kill9_kafka_exact(kafka, mongo_server, runs, tmp_path):
     seed = seed_for("test_kill9_kafka_exact")
     rng = random.Random(seed)
     topic = kafka.create_topic("crash", partitions=PARTITIONS)
     events = make_events(12_000, rng)
     ends = produce(kafka, topic, events, rng)
     name, database = unique("crash"), unique("crash")
-    source = kafka_source(kafka.bootstrap, topic, unique("g"))
+    source = kafka_source(kafka.bootstrap, topic, unique("g"), instance="crash-0")  # a restart takes over at once
     config = write_yaml(tmp_path / "pipeline.yaml",
                         pipeline(name, source, mongo_server.uri, database, AGGREGATIONS,
                                  {"max_records": 1000, "interval": "0.5s"}))
     client = mongo_server.client()
     db = client[database]
-    env = {"CRASHKIT_GROUP_INSTANCE_ID": "crash-0"}  # a restart takes the killed member's place at once
     epochs = [0]
 
     def ready() -> bool:  # a new epoch on a partition: this start took the partitions
@@ -68,12 +68,12 @@ def test_kill9_kafka_exact(kafka, mongo_server, runs, tmp_path):  # noqa: F811
             return True
         return False
 
-    notes = kill_loop(lambda: runs.start(config, "streamkit", env=env), rng, kills=5, low=0.0, high=1.0,
+    notes = kill_loop(lambda: runs.start(config, "streamkit"), rng, kills=5, low=0.0, high=1.0,
                       open_intents=lambda: {p: s[1] for p, s in offsets_state(db, name).items() if s[1]},
                       progress=(lambda: sum(s[0] or 0 for s in offsets_state(db, name).values()),
                                 sum(ends.values())),
                       after_kill=lambda: f"offsets {offsets_state(db, name)}", until_killed=True, ready=ready)
-    last = runs.start(config, "streamkit", env=env)
+    last = runs.start(config, "streamkit")
     wait_for("the last start to take the partitions", lambda: ready() or not last.alive(), 60)
     wait_for("the topic to be consumed", lambda: consumed(db, name, topic, ends) or not last.alive(), 120)
     last.terminate()

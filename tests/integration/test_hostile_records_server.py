@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from conftest import unique
-from crashkit import (consumed, kafka_source, kill_loop, mongo_server, offsets_state, pipeline,  # noqa: F401
-                      runs, seed_for, wait_for, write_yaml)
+from processes import (consumed, kafka_source, kill_loop, offsets_state, pipeline, seed_for, wait_for,
+                       write_yaml)
 from test_hostile_records import (JUNK, _raw, aggregation_sets, capture_dead_letters, check_run,  # noqa: F401
                                   records, streams)
 from truth import hostile_truth
@@ -84,7 +83,7 @@ AGGS = [{"name": "per_user", "type": "count", "group_by": ["user_id"]},
         {"name": "max_user", "type": "max", "field": "duration_ms", "group_by": ["user_id"]}]
 
 
-def test_poison_pills_then_kill9_and_restart_store_every_good_record_once(kafka, mongo_server, runs,  # noqa: F811
+def test_poison_pills_then_kill9_and_restart_store_every_good_record_once(kafka, mongo_server, runs,
                                                                          tmp_path):
     seed = seed_for("test_poison_pills_then_kill9_and_restart_store_every_good_record_once")
     rng = random.Random(seed)
@@ -93,14 +92,13 @@ def test_poison_pills_then_kill9_and_restart_store_every_good_record_once(kafka,
     where = kafka.produce(topic, values, partition=lambda i: i % 2)
     ends = kafka.end_offsets(topic)
     name, database = unique("poison"), unique("poison")
-    source = {**kafka_source(kafka.bootstrap, topic, unique("g")), "max_poll_records": 50}
+    source = {**kafka_source(kafka.bootstrap, topic, unique("g"), instance=unique("poison")), "max_poll_records": 50}
     config = pipeline(name, source, mongo_server.uri, database, AGGS, {"max_records": 100, "interval": "0.2s"})
     dead = tmp_path / "dead.jsonl"
     config["dead_letter"] = {"type": "jsonl", "path": str(dead)}
     yaml_file = write_yaml(tmp_path / "pipeline.yaml", config)
     client = mongo_server.client()
     db = client[database]
-    env = {"CRASHKIT_GROUP_INSTANCE_ID": f"poison-{uuid.uuid4().hex[:6]}"}
     epochs = [0]
 
     def ready() -> bool:  # a new epoch on a partition: this start took the partitions
@@ -116,13 +114,13 @@ def test_poison_pills_then_kill9_and_restart_store_every_good_record_once(kafka,
         killed_at.append(offsets_state(db, name))
         return f"offsets {killed_at[-1]}"
 
-    notes = kill_loop(lambda: runs.start(yaml_file, "streamkit", env=env), rng, kills=3, low=0.2, high=1.0,
+    notes = kill_loop(lambda: runs.start(yaml_file, "streamkit"), rng, kills=3, low=0.2, high=1.0,
                       open_intents=lambda: {p: s[1] for p, s in offsets_state(db, name).items() if s[1]},
                       after_kill=after_kill, until_killed=True, ready=ready)
     # the test means something only if a kill landed before the poisoned stream was consumed
     assert any((state.get(f"{topic}/{p}", (None,))[0] or 0) < end
                for state in killed_at for p, end in ends.items()), notes
-    last = runs.start(yaml_file, "streamkit", env=env)
+    last = runs.start(yaml_file, "streamkit")
     wait_for("the last start to take the partitions", lambda: ready() or not last.alive(), 60)
     wait_for("the topic to be consumed", lambda: consumed(db, name, topic, ends) or not last.alive(), 180)
     last.terminate()

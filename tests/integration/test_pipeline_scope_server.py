@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 from conftest import unique
-from crashkit import (consumed, diff, generator_records, kafka_source, kill_loop, make_events,  # noqa: F401
-                      mongo_server, offsets_state, pipeline, runs, seed_for, stored, truth, wait_for,
-                      write_yaml)
+from processes import (consumed, generator_records, kafka_source, kill_loop, make_events, offsets_state,
+                       pipeline, seed_for, wait_for, write_yaml)
+from truth import diff, stored, truth
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def _result(t: threading.Thread, box: list):
     return value
 
 
-def test_two_generator_pipelines_killed_while_sharing_a_collection(mongo_server, runs, tmp_path):  # noqa: F811
+def test_two_generator_pipelines_killed_while_sharing_a_collection(mongo_server, runs, tmp_path):
     seed = seed_for("test_two_generator_pipelines_killed_while_sharing_a_collection")
     rng = random.Random(seed)
     database = unique("scope")
@@ -109,7 +109,7 @@ def test_two_generator_pipelines_killed_while_sharing_a_collection(mongo_server,
     client.close()
 
 
-def test_two_kafka_pipelines_on_one_topic_then_reset(kafka, mongo_server, runs, tmp_path):  # noqa: F811
+def test_two_kafka_pipelines_on_one_topic_then_reset(kafka, mongo_server, runs, tmp_path):
     seed = seed_for("test_two_kafka_pipelines_on_one_topic_then_reset")
     rng = random.Random(seed)
     topic = kafka.create_topic("scope", partitions=2)
@@ -120,13 +120,14 @@ def test_two_kafka_pipelines_on_one_topic_then_reset(kafka, mongo_server, runs, 
     database = unique("scope")
     names = {k: unique(f"kpipe_{k}") for k in "ab"}
     groups = {k: unique(f"g{k}") for k in "ab"}
+    instances = {"a": None, "b": "scope-0"}  # a restart of b takes the killed member's place at once
     files = {k: write_yaml(tmp_path / f"{k}.yaml",
-                           pipeline(names[k], kafka_source(kafka.bootstrap, topic, groups[k]), mongo_server.uri,
-                                    database, AGGREGATIONS, {"max_records": 500, "interval": "0.3s"}))
+                           pipeline(names[k], kafka_source(kafka.bootstrap, topic, groups[k], instance=instances[k]),
+                                    mongo_server.uri, database, AGGREGATIONS,
+                                    {"max_records": 500, "interval": "0.3s"}))
              for k in "ab"}
     client = mongo_server.client()
     db = client[database]
-    env = {"CRASHKIT_GROUP_INSTANCE_ID": "scope-0"}  # a restart takes the killed member's place at once
 
     a = runs.start(files["a"], "streamkit_a")  # runs all along, while b is killed
     epochs = [0]
@@ -137,11 +138,11 @@ def test_two_kafka_pipelines_on_one_topic_then_reset(kafka, mongo_server, runs, 
             epochs[0] = top
             return True
         return False
-    notes = kill_loop(lambda: runs.start(files["b"], "streamkit_b", env=env), rng, kills=3, low=0.3, high=2.0,
+    notes = kill_loop(lambda: runs.start(files["b"], "streamkit_b"), rng, kills=3, low=0.3, high=2.0,
                       open_intents=lambda: {p: s[1] for p, s in offsets_state(db, names["b"]).items() if s[1]},
                       after_kill=lambda: f"b: offsets {offsets_state(db, names['b'])}", until_killed=True,
                       ready=ready)
-    b = runs.start(files["b"], "streamkit_b", env=env)
+    b = runs.start(files["b"], "streamkit_b")
     for k, run in (("a", a), ("b", b)):
         wait_for(f"{k} to consume the topic", lambda k=k, run=run: consumed(db, names[k], topic, ends)
                  or not run.alive(), 120)

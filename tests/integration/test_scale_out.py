@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from conftest import unique
-from crashkit import (consumed, diff, kafka_source, make_events, mongo_server, offsets_state,  # noqa: F401
-                      pipeline, runs, seed_for, stored, truth, wait_for, write_yaml)
+from processes import (consumed, kafka_source, make_events, offsets_state, pipeline, seed_for, wait_for,
+                       write_yaml)
+from truth import diff, stored, truth
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def _check(db, events, seed: int, notes: list[str]) -> None:
     assert not problem, f"seed {seed}: documents differ from the truth\n{problem}\n" + "\n".join(notes)
 
 
-def test_processes_join_leave_and_die_exact(kafka, mongo_server, runs, tmp_path):  # noqa: F811
+def test_processes_join_leave_and_die_exact(kafka, mongo_server, runs, tmp_path):
     seed = seed_for("test_processes_join_leave_and_die_exact")
     rng = random.Random(seed)
     topic, events, name, database, config, produce = _setup(kafka, mongo_server, tmp_path, rng, 16_000)
@@ -106,7 +107,7 @@ def _owned(run, topic: str) -> list[str]:
     return [p.strip() for p in lines[-1].split(": assigned ", 1)[1].split(",") if p.strip().startswith(topic)]
 
 
-def test_frozen_member_wakes_up_as_a_zombie(kafka, mongo_server, runs, tmp_path):  # noqa: F811
+def test_frozen_member_wakes_up_as_a_zombie(kafka, mongo_server, runs, tmp_path):
     """SIGSTOP a member in the middle of a flush, past its session: the other member takes its
     partitions (new owner epochs) and replays the unfinished flush. SIGCONT: the zombie's writes
     in flight are fenced, and it cannot start a new flush on the partitions it lost."""
@@ -159,6 +160,8 @@ def test_frozen_member_wakes_up_as_a_zombie(kafka, mongo_server, runs, tmp_path)
     ends = kafka.end_offsets(topic)
     wait_for("the topic to be consumed", lambda: consumed(db, name, topic, ends) or not b.alive(), 120)
     for r in (a, b):  # once both exited, every late write of the zombie has landed
+        if r is a and "is owned by a newer process" in a.tail(3):
+            continue  # the zombie is exiting by itself (exit 1): a SIGTERM now would end it with -15
         r.terminate()
     codes = [a.wait(20), b.wait(20)]
     note(f"stopped, exit codes {codes}")

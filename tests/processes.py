@@ -1,27 +1,24 @@
-"""Helpers for the crash, fault and scale-out tests: a private MongoDB-wire server, ``streamkit run``
-subprocesses that get killed, and an independent truth to compare the stored documents with.
-
-The truth is tests/truth.py (plain Python over the input records, no streamkit code); its
-``truth``, ``stored`` and ``diff`` are re-exported here for the crash tests.
+"""``streamkit run`` as the crash, fault and scale-out tests run it: the pipeline files they write,
+the inputs they feed, the processes they start, kill and wait for, the kill loops, and what a run
+left in the store's offsets collection. The fixture ``runs`` (tests/integration/conftest.py) hands
+out a :class:`Runs`; the truth to compare with is tests/truth.py.
 """
 from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import pytest
+from truth import as_pipeline
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the one reference truth
-from truth import as_pipeline, diff, stored, truth  # noqa: E402,F401 (re-exported for the crash tests)
+TESTS = Path(__file__).resolve().parent
+# on the path of every process: pipeline files may name the test-only plugins (tests/integration)
+TEST_PATH = [str(TESTS), str(TESTS / "integration")]
 
 
 def seed_for(name: str) -> int:
@@ -30,122 +27,6 @@ def seed_for(name: str) -> int:
     seed = int(raw) if raw else random.SystemRandom().randrange(1, 10**6)
     print(f"{name}: seed {seed} (replay with STREAMKIT_CRASH_SEED={seed})")
     return seed
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, up: bool, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            is_up = s.connect_ex(("127.0.0.1", port)) == 0
-        if is_up == up:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-class MongoServer:
-    """A SecantusDB process of our own, on a real data folder, so it can be stopped and restarted
-    without disturbing the tests that use the shared server."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.uri = f"mongodb://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.log = open(os.path.join(folder, "server.log"), "ab")
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
-             "--storage-path", os.path.join(self.folder, "data"), "--log-level", "WARNING"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        if not wait_port(self.port, True, 30):
-            self.stop()
-            raise RuntimeError(f"SecantusDB did not listen on port {self.port} within 30s")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-        wait_port(self.port, False, 5)
-
-    def client(self):
-        from pymongo import MongoClient
-        return MongoClient(self.uri, tz_aware=True, serverSelectionTimeoutMS=10000)
-
-    def close(self) -> None:
-        self.stop()
-        self.log.close()
-
-
-@pytest.fixture(scope="module")
-def mongo_server(secantus):
-    """A private SecantusDB for the module (skipped when SecantusDB is not installed)."""
-    folder = tempfile.mkdtemp(prefix="streamkit-crash-")
-    server = MongoServer(folder)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-class PrivateKafka:
-    """A Kafka broker of our own, started by ``scripts/services`` on free ports with its own state
-    folder, so it can be stopped and started again while no other test depends on it."""
-
-    def __init__(self, folder: str) -> None:
-        port = free_port()
-        cport = free_port()
-        self.bootstrap = f"127.0.0.1:{port}"
-        self.env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP"}
-        self.env.update({"STREAMKIT_SERVICES_DIR": folder, "STREAMKIT_KAFKA_PORT": str(port),
-                         "STREAMKIT_KAFKA_CONTROLLER_PORT": str(cport),
-                         "MONGO_URI": "mongodb://127.0.0.1:1"})  # set: the script starts no MongoDB
-
-    def services(self, command: str) -> None:
-        script = Path(__file__).resolve().parents[2] / "scripts" / "services"
-        done = subprocess.run([str(script), command], env=self.env, capture_output=True, text=True,
-                              timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"scripts/services {command} failed:\n{done.stderr}")
-
-    def start(self) -> None:
-        self.services("start-kafka")
-
-    def stop(self) -> None:
-        self.services("stop-kafka")
-
-
-@pytest.fixture(scope="module")
-def private_kafka(kafka_bootstrap):
-    """A Kafka broker for the module alone (skipped when the shared one is not running either:
-    the jars come from the same cache)."""
-    folder = tempfile.mkdtemp(prefix="streamkit-kafka-")
-    broker = PrivateKafka(folder)
-    broker.services("up")
-    try:
-        yield broker
-    finally:
-        try:
-            broker.services("down")
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- pipeline files and processes -----------------------------------------------------------
@@ -165,10 +46,12 @@ class Run:
         self.out = open(log_file, "ab")
         self.out.write(f"--- start {time.strftime('%H:%M:%S')}\n".encode())
         self.out.flush()
-        cmd = [sys.executable, __file__, *(["-v"] if verbose else []), "run", str(yaml_file), "-q",
+        cmd = [sys.executable, "-m", "streamkit", *(["-v"] if verbose else []), "run", str(yaml_file), "-q",
                *(extra or [])]
+        path = os.pathsep.join([*TEST_PATH, *filter(None, [os.environ.get("PYTHONPATH")])])
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
+                                     env={**os.environ, "PYTHONPATH": path, **(env or {})},
+                                     start_new_session=True)
         self.started = time.monotonic()
 
     @property
@@ -220,15 +103,6 @@ class Runs:
     def close(self) -> None:
         for run in self.all:
             run.close()
-
-
-@pytest.fixture
-def runs(tmp_path):
-    r = Runs(tmp_path)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 class Kills(list):
@@ -319,7 +193,7 @@ def _check_kills(events: Kills) -> None:
     assert events.open_intents, f"no kill hit an open intent (an unfinished flush)\n{lines}"
 
 
-# -- the truth ------------------------------------------------------------------------------
+# -- pipelines, inputs and what a run left in the store -----------------------------------
 
 def generator_records(source: dict, n: int) -> list[dict]:
     """The first ``n`` records a ``generator`` source with these options produces."""
@@ -340,9 +214,17 @@ def pipeline(name: str, source: dict, uri: str, database: str, aggregations: lis
             "flush": flush, "delivery": delivery}
 
 
-def kafka_source(bootstrap: str, topic: str, group: str) -> dict:
-    return {"type": "kafka", "bootstrap_servers": bootstrap, "topic": topic, "group_id": group,
-            "connect_timeout": "20s", "max_poll_records": 500}
+def kafka_source(bootstrap: str, topic: str, group: str, instance: str | None = None) -> dict:
+    """A ``kafka`` source whose killed member leaves the group within seconds (the broker's
+    shortest session, 6 s, rather than 45 s) and that finds a restarted broker within a second.
+    With ``instance`` (static membership) a restart with the same id takes the killed member's
+    partitions at once."""
+    source = {"type": "kafka", "bootstrap_servers": bootstrap, "topic": topic, "group_id": group,
+              "connect_timeout": "20s", "max_poll_records": 500, "session_timeout": "6s",
+              "reconnect_backoff_max": "1s"}
+    if instance is not None:
+        source["group_instance_id"] = instance
+    return source
 
 
 def consumed(db, name: str, topic: str, ends: dict[int, int]) -> bool:
@@ -380,21 +262,3 @@ def offsets_state(db, pipeline: str) -> dict:
             for d in db["streamkit_offsets"].find({"pipeline": pipeline})}
 
 
-def main(argv: list[str]) -> int:
-    """``streamkit`` as the tests run it: kafka-python's group session timeout lowered from 45 s
-    to 6 s (the broker's minimum), so a killed member leaves the group within seconds."""
-    try:
-        from kafka import KafkaConsumer
-        KafkaConsumer.DEFAULT_CONFIG["session_timeout_ms"] = 6000
-        KafkaConsumer.DEFAULT_CONFIG["heartbeat_interval_ms"] = 1000
-        KafkaConsumer.DEFAULT_CONFIG["reconnect_backoff_max_ms"] = 1000
-        if os.environ.get("CRASHKIT_GROUP_INSTANCE_ID"):  # static membership: a restart takes over at once
-            KafkaConsumer.DEFAULT_CONFIG["group_instance_id"] = os.environ["CRASHKIT_GROUP_INSTANCE_ID"]
-    except ImportError:
-        pass
-    from streamkit.cli import main as streamkit_main
-    return streamkit_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
