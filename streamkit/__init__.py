@@ -13,6 +13,7 @@ from .components import (Aggregator, AlertDestination, Batch, Context, DeadLette
 from .engine import RunResult
 from .errors import ConfigError, PluginError, SourceUnavailable, StreamkitError
 from .hookspecs import hookimpl
+from .merging import MERGE_KINDS, Expr, F, greatest, sqrt, when_positive
 from .options import REQUIRED, Duration, ListOf, OneOf, Option, parse_duration
 from .pipeline import Pipeline
 from .progress import echo
@@ -30,4 +31,5 @@ __all__ = [
     "Batch", "DeadLetter", "Delta", "Flush", "PartitionDelta",
     "Option", "REQUIRED", "Duration", "ListOf", "OneOf", "parse_duration", "event_time", "echo", "to_json",
     "StreamkitError", "ConfigError", "PluginError", "SourceUnavailable", "__version__",
+    "MERGE_KINDS", "Expr", "F", "greatest", "sqrt", "when_positive",
 ]

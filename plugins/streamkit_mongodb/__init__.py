@@ -28,7 +28,9 @@ from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument, UpdateOn
 from pymongo.errors import (AutoReconnect, BulkWriteError, ConnectionFailure, NetworkTimeout,
                             ServerSelectionTimeoutError)
 
-from streamkit import Duration, Option, Sink, StreamkitError, hookimpl
+from streamkit import ConfigError, Duration, Option, Sink, StreamkitError, hookimpl
+
+from .updates import KINDS, derived_fields, merge_fields, unsupported
 
 log = logging.getLogger("streamkit.mongodb")
 UTC = dt.timezone.utc
@@ -183,9 +185,18 @@ class MongoSink(Sink):
     }
 
     def open(self) -> None:
+        self._check_merges()
         self._connect()
         if self.config["create_indexes"]:
             self._retry("create indexes", self._create_indexes)
+
+    def _check_merges(self) -> None:
+        pipeline = self.context.pipeline
+        for i, a in enumerate(pipeline.aggregations if pipeline is not None else []):
+            for f, kind in unsupported(a.aggregator).items():
+                raise ConfigError(f"type {a.type!r} merges its field {f!r} by {kind!r}, which the mongodb sink "
+                                  f"cannot do (it can: {', '.join(KINDS)})", file=pipeline.spec.file,
+                                  key=f"aggregations[{i}].type")
 
     def _connect(self) -> None:
         c = self.config
@@ -341,7 +352,7 @@ class MongoSink(Sink):
         partial = delta.partial
         for d, _ in parts[1:]:
             partial = agg.merge(partial, d.partial)
-        stage = {**self._head(delta, now), **agg.mongo_merge(partial)}
+        stage = {**self._head(delta, now), **merge_fields(agg, partial)}
         filt: dict = {"_id": _id}
         for _, fence in parts:
             if fence is not None:
@@ -352,7 +363,7 @@ class MongoSink(Sink):
                 filt[path] = {"$not": {"$gte": end}}
                 stage[path] = {"$literal": end}
         pipeline = [{"$set": stage}]
-        fin = agg.mongo_finalize()
+        fin = derived_fields(agg)
         if fin:
             pipeline.append({"$set": fin})
         return UpdateOne(filt, pipeline, upsert=True)
@@ -366,11 +377,11 @@ class MongoSink(Sink):
         for delta, (field, end) in parts:
             path = f"_fence.{field}"
             behind = {"$lt": [{"$ifNull": ["$" + path, -1]}, end]}
-            merge = agg.mongo_merge(delta.partial)
+            merge = merge_fields(agg, delta.partial)
             stage = {f: {"$cond": [behind, expr, "$" + f]} for f, expr in merge.items()}
             stage[path] = {"$cond": [behind, {"$literal": end}, "$" + path]}
             pipeline.append({"$set": stage})
-        fin = agg.mongo_finalize()
+        fin = derived_fields(agg)
         if fin:
             pipeline.append({"$set": fin})
         return UpdateOne({"_id": _id}, pipeline, upsert=True)
