@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import types
 
 import pytest
 from hypothesis import example, given, strategies as st
 
-from streamkit import MERGE_KINDS, Aggregator, ConfigError, Pipeline, hookimpl
-from streamkit.plugins import get_plugin_manager
+from streamkit import MERGE_KINDS, Aggregator, ConfigError, Pipeline
 
 import streamkit_aggregators as builtins
 from streamkit_mongodb import updates
@@ -122,22 +120,8 @@ class _Registers(Aggregator):
     merges = {"registers": "max_each"}
 
 
-@pytest.fixture
-def registers():
-    mod = types.ModuleType("streamkit_test_registers")
-
-    @hookimpl
-    def register_aggregators(register):
-        register("registers", _Registers)
-
-    mod.register_aggregators = register_aggregators
-    pm = get_plugin_manager()
-    pm.register(mod, name="streamkit_test_registers")
-    yield
-    pm.unregister(name="streamkit_test_registers")
-
-
-def test_a_merge_kind_the_store_cannot_do_is_refused_naming_the_aggregation(registers):
+def test_a_merge_kind_the_store_cannot_do_is_refused_naming_the_aggregation(throwaway_plugin):
+    throwaway_plugin("streamkit_test_registers", register_aggregators=lambda register: register("registers", _Registers))
     spec = {"source": {"type": "generator", "rate": 0},
             "aggregations": [{"name": "c", "type": "count"}, {"name": "r", "type": "registers", "field": "user_id"}],
             "sinks": [{"type": "mongodb", "uri": "mongomock://registers"}]}

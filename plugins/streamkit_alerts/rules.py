@@ -20,10 +20,11 @@ from typing import Any, Callable
 from pymongo import ASCENDING, DESCENDING, InsertOne
 from pymongo.errors import BulkWriteError
 
+from streamkit_mongodb import DUPLICATE_KEY
+
 log = logging.getLogger("streamkit.alerts")
 UTC = dt.timezone.utc
 ALERTS_COLLECTION = "streamkit_alerts"
-DUPLICATE_KEY = 11000
 RULE_KEYS = {"name", "aggregation", "field", "above", "below"}
 READ_CHUNK = 500           # document ids per read-back query
 FIRED_MEMORY = 100_000     # (rule, document) pairs remembered to skip known alerts

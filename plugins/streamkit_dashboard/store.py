@@ -14,11 +14,12 @@ import threading
 import time
 from typing import Any
 
+from streamkit_alerts import ALERTS_COLLECTION
+
 from .meta import AggMeta, SeedFields, seed_aggregations
 from .status import STATUS_COLLECTION, baseline
 
 UTC = dt.timezone.utc
-ALERTS_COLLECTION = "streamkit_alerts"
 MAX_LIMIT = 1000
 MAX_TOP = 100
 MAX_PROCESSES = 20
