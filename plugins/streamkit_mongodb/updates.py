@@ -3,6 +3,7 @@ update expressions: one ``$set`` stage merging a partial into a document, one re
 the derived fields."""
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from streamkit import Aggregator, Expr
@@ -47,9 +48,21 @@ def merge_fields(agg: Aggregator, partial: Any) -> dict:
 
 
 def derived_fields(agg: Aggregator) -> dict | None:
-    """A ``$set`` stage computing the derived fields from the merged ones, or None."""
-    derived = agg.derived
-    return {f: expression(e) for f, e in derived.items()} if derived else None
+    """A ``$set`` stage computing the derived fields from the merged ones, or None (the same,
+    unchanged dict for every update of one aggregator: translated once)."""
+    try:
+        return _derived[agg]
+    except (KeyError, TypeError):  # TypeError: an aggregator that cannot be a key (defines __eq__ only)
+        derived = agg.derived
+        stage = {f: expression(e) for f, e in derived.items()} if derived else None
+        try:
+            _derived[agg] = stage
+        except TypeError:
+            pass
+        return stage
+
+
+_derived: "weakref.WeakKeyDictionary[Aggregator, dict | None]" = weakref.WeakKeyDictionary()
 
 
 def expression(e: Expr) -> Any:
