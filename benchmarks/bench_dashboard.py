@@ -42,7 +42,7 @@ from streamkit_dashboard.meta import AggMeta
 from streamkit_dashboard.server import DashboardServer
 from streamkit_dashboard.status import STATUS_COLLECTION, baseline, counter_id
 from streamkit_dashboard.store import DashboardStore
-from streamkit_mongodb import connect, document_id
+from streamkit_mongodb import connect, document_id, speed_up_mongomock
 
 UTC = dt.timezone.utc
 START = dt.datetime(2026, 1, 1, tzinfo=UTC)
@@ -164,6 +164,7 @@ def bench(backend: str, uri: str, n: int, requests: int) -> list[tuple]:
 
 
 def main() -> None:
+    speed_up_mongomock()  # mongomock looks documents up by _id, as a server does
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000", help="documents in the collection (comma list)")
     ap.add_argument("--backends", default="mongomock", help="mongomock and/or server (MONGO_URI)")

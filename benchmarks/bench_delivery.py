@@ -83,8 +83,9 @@ def drop_topic(bootstrap: str, topic: str) -> None:
 def one(spec: dict) -> dict:
     """One run (in this process): the pipeline of ``spec`` until ``spec['records']`` were flushed."""
     from streamkit import Pipeline
-    from streamkit_mongodb import connect
+    from streamkit_mongodb import connect, speed_up_mongomock
 
+    speed_up_mongomock()  # mongomock looks documents up by _id, as a server does
     database = f"bench_delivery_{uuid.uuid4().hex[:8]}"
     if spec["source"] == "kafka":
         source = {"type": "kafka", "bootstrap_servers": spec["bootstrap"], "topic": spec["topic"],

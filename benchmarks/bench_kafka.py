@@ -273,6 +273,8 @@ def where_kafka_python_spends(prof: cProfile.Profile, limit: int = 8) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from streamkit_mongodb import speed_up_mongomock
+    speed_up_mongomock()  # mongomock looks documents up by _id, as a server does
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=200_000, help="events in the topic (default 200,000)")
     ap.add_argument("--sample", type=int, default=20_000,

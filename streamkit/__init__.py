@@ -13,6 +13,7 @@ from .components import (Aggregator, Batch, Context, DeadLetter, DeadLetterDesti
 from .result import RunResult
 from .errors import ConfigError, PluginError, SourceUnavailable, StreamkitError
 from .hookspecs import hookimpl, hookspec
+from .merging import MERGE_KINDS, Expr, F, greatest, sqrt, when_positive
 from .options import REQUIRED, Duration, ListOf, OneOf, Option, check_options, parse_duration
 from .pipeline import Pipeline
 from .progress import echo
@@ -31,4 +32,5 @@ __all__ = [
     "Option", "REQUIRED", "Duration", "ListOf", "OneOf", "parse_duration", "check_options",
     "event_time", "iso_time", "UTC", "echo", "to_json",
     "StreamkitError", "ConfigError", "PluginError", "SourceUnavailable", "__version__",
+    "MERGE_KINDS", "Expr", "F", "greatest", "sqrt", "when_positive",
 ]

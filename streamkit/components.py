@@ -10,6 +10,7 @@ from base64 import b64encode as _b64encode
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Protocol
 
+from .merging import Expr
 from .options import Option
 from .windows import iso_time
 
@@ -309,7 +310,9 @@ _MISSING = object()
 
 
 class Aggregator:
-    """A mergeable partial: ``create`` / ``add`` / ``merge``, and how MongoDB merges it.
+    """A mergeable partial: ``create`` / ``add`` / ``merge`` in memory, and a store-neutral
+    declaration of how its stored fields merge (``merges``) and how result fields derive from
+    them (``derived``; see :mod:`streamkit.merging`). Every store translates that declaration.
 
     Partials must be commutative and associative under ``merge``, which is what
     lets several processes and several flushes feed the same document.
@@ -320,9 +323,16 @@ class Aggregator:
     #: does it read a value (``field:``)? must that value be a number?
     needs_field: ClassVar[bool] = True
     numeric: ClassVar[bool] = True
-    #: the document fields it owns
+    #: the document fields it owns (stored and derived), in the order readers show them
     fields: ClassVar[tuple[str, ...]] = ()
-    #: the field the dashboard sorts and charts by
+    #: stored field -> merge kind (``add``, ``min``, ``max``): how a flush's value of the field
+    #: merges into the stored one
+    merges: ClassVar[Mapping[str, str]] = {}
+    #: result field -> formula over merged fields, recomputed after every merge (a property
+    #: where the formula depends on the options)
+    derived: Mapping[str, Expr] = {}
+    #: presentation hint: the result field that stands for the aggregation (what readers sort,
+    #: chart and summarise by, and an alert rule's default field); empty: the first of ``fields``
     primary: ClassVar[str] = ""
 
     def __init__(self, config: dict | None = None) -> None:
@@ -353,14 +363,9 @@ class Aggregator:
         """The document fields for a partial, e.g. ``{"sum": 5, "count": 2, "avg": 2.5}``."""
         raise NotImplementedError
 
-    def from_document(self, doc: Mapping) -> Any:
-        """Rebuild a partial from a stored document (the inverse of ``result``)."""
-        raise NotImplementedError
+    def stored(self, partial: Any) -> dict:
+        """The values of the ``merges`` fields for a partial: what a store merges in.
+        The default takes them from :meth:`result`."""
+        merges = self.merges
+        return {f: v for f, v in self.result(partial).items() if f in merges}
 
-    def mongo_merge(self, partial: Any) -> dict:
-        """``$set`` stage expressions that merge ``partial`` into the current document."""
-        raise NotImplementedError
-
-    def mongo_finalize(self) -> dict | None:
-        """A second ``$set`` stage computed from merged fields (``avg``), or None."""
-        return None

@@ -56,6 +56,14 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fast_mongomock():
+    """mongomock looks documents up by ``_id`` in every test (``streamkit_mongodb.speed_up_mongomock``:
+    the tests opt in, a pipeline never does)."""
+    from streamkit_mongodb import speed_up_mongomock
+    speed_up_mongomock()
+
+
 @pytest.fixture(autouse=True)
 def _servers_only_where_marked(request, monkeypatch):
     """A test without the marker runs (and starts processes) without the servers' addresses, so it
@@ -148,6 +156,25 @@ class CaptureSink(Sink):
     def results(self, aggs):
         by_name = {a.name: a.aggregator for a in aggs}
         return {k: by_name[k[0]].result(v) for k, v in self.state.items()}
+
+
+@pytest.fixture
+def throwaway_plugin():
+    """``throwaway_plugin(name, hook=fn, ...)`` registers the hook implementations as a plugin
+    module for this test; every one registered is unregistered afterwards."""
+    pm = get_plugin_manager()
+    names = []
+
+    def register(name: str, **hooks):
+        mod = types.ModuleType(name)
+        for hook, fn in hooks.items():
+            setattr(mod, hook, hookimpl(fn))
+        pm.register(mod, name=name)
+        names.append(name)
+        return mod
+    yield register
+    for name in names:
+        pm.unregister(name=name)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ class Store:
 def mongomock_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
     """Turn the sink's mongomock fast path off for one test: mongomock's own lookup and matcher."""
     from mongomock_ng import collection
-    streamkit_mongodb.connect(f"mongomock://install-{uuid.uuid4().hex}")  # the fast path is in place now
+    streamkit_mongodb.speed_up_mongomock()  # in place (tests/conftest.py opts every test in)
     fast = collection.Collection._iter_documents
     monkeypatch.setattr(collection.Collection, "_iter_documents", fast.__wrapped__)
     assert not hasattr(collection.Collection._iter_documents, "__wrapped__"), "the fast path is still on"

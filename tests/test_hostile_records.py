@@ -461,9 +461,9 @@ def test_a_document_mongodb_rejects_stops_the_run_once_with_one_line_naming_it(t
 
 
 def test_a_document_pymongo_cannot_encode_stops_the_run_with_one_line_naming_it(monkeypatch, capture_dead_letters):
-    import streamkit_aggregators
-    # an aggregator of a plugin that hands MongoDB an integer it cannot hold
-    monkeypatch.setattr(streamkit_aggregators.Sum, "mongo_merge", lambda self, partial: {"sum": {"$literal": 2 ** 70}})
+    from streamkit_mongodb import updates
+    # an update that hands MongoDB an integer it cannot hold
+    monkeypatch.setattr(updates, "literal", lambda value: {"$literal": 2 ** 70})
     with pytest.raises(StreamkitError) as err:
         _run([{"k": "a", "v": 1}], [{"name": "s", "type": "sum", "field": "v", "group_by": ["k"]}],
              capture_dead_letters, decoded=True)

@@ -173,8 +173,7 @@ class Scaled(Aggregator):
     def result(self, partial):
         return {"sum": partial}
 
-    def mongo_merge(self, partial):
-        return {"sum": {"$add": [{"$ifNull": ["$sum", 0]}, partial]}}
+    merges = {"sum": "add"}
 
 
 @pytest.fixture

@@ -1,31 +1,15 @@
 """Built-in aggregator types: count, sum, avg, min, max.
 
 Each is a mergeable partial. ``add_batch`` is the hot path, one call per batch;
-the MongoDB expressions merge a partial into a stored document, so several
-flushes and several processes can feed the same document in any order.
+``merges`` and ``derived`` say how a store merges a partial into a stored document,
+so several flushes and several processes can feed the same document in any order.
 """
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Mapping
+from typing import Any
 
-from streamkit import Aggregator, hookimpl
-
-
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
-
-
-def _lit(value: Any) -> dict:
-    # MongoDB holds integers up to signed 64 bits. Records carry no larger ones (they are
-    # dead letters), but a sum of them can leave that range within one flush: it is stored
-    # as a double, which is what MongoDB's $add makes of a stored sum that overflows.
-    if type(value) is int and not _INT64[0] <= value <= _INT64[1]:
-        value = float(value)
-    return {"$literal": value}
-
-
-def _plus(field: str, value: Any) -> dict:
-    return {"$add": [{"$ifNull": ["$" + field, 0]}, _lit(value)]}
+from streamkit import Aggregator, F, hookimpl, when_positive
 
 
 class Count(Aggregator):
@@ -34,6 +18,7 @@ class Count(Aggregator):
     needs_field = False
     numeric = False
     fields = ("count",)
+    merges = {"count": "add"}
     primary = "count"
 
     def create(self) -> int:
@@ -54,17 +39,15 @@ class Count(Aggregator):
     def result(self, partial: int) -> dict:
         return {"count": partial}
 
-    def from_document(self, doc: Mapping) -> int:
-        return int(doc.get("count", 0))
+    stored = result
 
-    def mongo_merge(self, partial: int) -> dict:
-        return {"count": _plus("count", partial)}
 
 
 class Sum(Aggregator):
     """Sum of a numeric field per group and window."""
 
     fields = ("sum",)
+    merges = {"sum": "add"}
     primary = "sum"
 
     def create(self) -> float:
@@ -84,17 +67,16 @@ class Sum(Aggregator):
     def result(self, partial: float) -> dict:
         return {"sum": partial}
 
-    def from_document(self, doc: Mapping) -> float:
-        return doc.get("sum", 0)
+    stored = result
 
-    def mongo_merge(self, partial: float) -> dict:
-        return {"sum": _plus("sum", partial)}
 
 
 class Avg(Aggregator):
     """Mean of a numeric field; keeps sum and count so partials merge exactly."""
 
     fields = ("avg", "sum", "count")
+    merges = {"sum": "add", "count": "add"}
+    derived = {"avg": when_positive(F("count"), F("sum") / F("count"))}
     primary = "avg"
 
     def create(self) -> list:
@@ -122,14 +104,8 @@ class Avg(Aggregator):
         s, c = partial
         return {"avg": s / c if c else None, "sum": s, "count": c}
 
-    def from_document(self, doc: Mapping) -> list:
-        return [doc.get("sum", 0), doc.get("count", 0)]
-
-    def mongo_merge(self, partial: list) -> dict:
-        return {"sum": _plus("sum", partial[0]), "count": _plus("count", partial[1])}
-
-    def mongo_finalize(self) -> dict:
-        return {"avg": {"$cond": [{"$gt": ["$count", 0]}, {"$divide": ["$sum", "$count"]}, None]}}
+    def stored(self, partial: list) -> dict:
+        return {"sum": partial[0], "count": partial[1]}
 
 
 class _Extreme(Aggregator):
@@ -154,20 +130,15 @@ class _Extreme(Aggregator):
     def result(self, partial: Any) -> dict:
         return {self.fields[0]: partial}
 
-    def from_document(self, doc: Mapping) -> Any:
-        return doc.get(self.fields[0])
-
-    def mongo_merge(self, partial: Any) -> dict:
-        f = self.fields[0]
-        op = "$" + f
-        # $ifNull first: a missing field is not smaller than every number on every server
-        return {f: {op: [{"$ifNull": ["$" + f, _lit(partial)]}, _lit(partial)]}}
+    def stored(self, partial: Any) -> dict:
+        return {self.fields[0]: partial}
 
 
 class Min(_Extreme):
     """Smallest value of a numeric field per group and window."""
 
     fields = ("min",)
+    merges = {"min": "min"}
     primary = "min"
     pick = staticmethod(min)
 
@@ -176,6 +147,7 @@ class Max(_Extreme):
     """Largest value of a numeric field per group and window."""
 
     fields = ("max",)
+    merges = {"max": "max"}
     primary = "max"
     pick = staticmethod(max)
 

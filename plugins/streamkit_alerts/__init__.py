@@ -11,7 +11,7 @@
 
 A rule fires once per group key and window of its aggregation, when the stored
 (merged) value crosses the threshold. Fired alerts are kept in the
-``streamkit_alerts`` collection next to the aggregates (the dashboard lists
+``streamkit_alerts`` collection (``ALERTS_COLLECTION``) next to the aggregates (the dashboard lists
 them) and handed to every destination from a background thread, so a slow
 webhook never holds up the pipeline. Destination types come from plugins
 through this plugin's ``register_alert_destinations`` hook (see :mod:`streamkit_alerts.hookspecs`);
@@ -22,11 +22,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 import weakref
 from typing import Any
 
-from streamkit import ConfigError, Context, Duration, ListOf, Option, Pipeline, check_options, hookimpl
+from streamkit import Context, Duration, ListOf, Option, Pipeline, check_options, hookimpl
 
 from . import hookspecs
 from .destinations import KafkaAlerts, LogAlerts, WebhookAlerts
@@ -103,21 +102,6 @@ class _Running:
 _running: "weakref.WeakKeyDictionary[Any, _Running]" = weakref.WeakKeyDictionary()
 
 
-def _sink(pipeline: Any, index: int | None) -> Any:
-    from streamkit_mongodb import MongoSink
-
-    sinks = pipeline.sinks
-    if index is not None:
-        if index >= len(sinks) or not isinstance(sinks[index], MongoSink):
-            raise ConfigError(f"sinks[{index}] is not a mongodb sink", file=pipeline.file, key="alerts.sink")
-        return sinks[index]
-    for s in sinks:
-        if isinstance(s, MongoSink):
-            return s
-    raise ConfigError("alerts compare stored values, so they need a mongodb sink (add one under sinks)",
-                      file=pipeline.file, key="alerts")
-
-
 def _rules(pipeline: Any, raw: list) -> list[Rule]:
     aggs = {a.name: a for a in pipeline.aggregations}
     out = []
@@ -158,9 +142,10 @@ def startup(pipeline) -> None:
     cfg = pipeline.sections.get("alerts")
     if cfg is None:
         return
-    from streamkit_mongodb import document_id
+    from streamkit_mongodb import aggregates_of, document_id
 
-    sink = _sink(pipeline, cfg["sink"])
+    aggregates = aggregates_of(pipeline, cfg["sink"], "alerts",
+                               missing="alerts compare stored values, so they need a mongodb sink")
     rules = _rules(pipeline, cfg["rules"])
     destinations = _destinations(pipeline, cfg["destinations"])
     opened = []
@@ -173,8 +158,8 @@ def startup(pipeline) -> None:
             d.close()
         raise
     sender = _Sender(destinations)
-    engine = AlertEngine(rules, sink.coll, sink.db[ALERTS_COLLECTION], pipeline.name, sink.config["collection"],
-                         document_id, sender.todo.put)
+    engine = AlertEngine(rules, aggregates.documents, aggregates.db[ALERTS_COLLECTION], pipeline.name,
+                         aggregates.collection, document_id, sender.todo.put)
     engine.start()
     sender.start()
     _running[pipeline] = _Running(engine, sender, destinations, cfg["drain_timeout"])
@@ -185,17 +170,10 @@ def flushed(pipeline, flush) -> None:
     running = _running.get(pipeline)
     if running is None:
         return
-    from pymongo.errors import PyMongoError
+    from streamkit_mongodb import try_briefly
 
-    for attempt in range(3):
-        try:
-            running.engine.flushed(flush)
-            return
-        except PyMongoError as exc:  # the aggregates are safe; only this flush's check is lost
-            if attempt == 2:
-                log.warning("alerts: could not check flush %d: %s", flush.seq, exc)
-                return
-            time.sleep(0.2 * 2 ** attempt)
+    # the aggregates are safe; at worst only this flush's check is lost
+    try_briefly(f"check flush {flush.seq}", lambda: running.engine.flushed(flush), log)
 
 
 @hookimpl

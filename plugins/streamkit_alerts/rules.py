@@ -21,10 +21,10 @@ from pymongo import ASCENDING, DESCENDING, InsertOne
 from pymongo.errors import BulkWriteError
 
 from streamkit import UTC, iso_time
+from streamkit_mongodb import DUPLICATE_KEY
 
 log = logging.getLogger("streamkit.alerts")
 ALERTS_COLLECTION = "streamkit_alerts"
-DUPLICATE_KEY = 11000
 RULE_KEYS = {"name", "aggregation", "field", "above", "below"}
 READ_CHUNK = 500           # document ids per read-back query
 FIRED_MEMORY = 100_000     # (rule, document) pairs remembered to skip known alerts

@@ -23,7 +23,7 @@ import sys
 import weakref
 from typing import Any
 
-from streamkit import ConfigError, Duration, Option, echo, hookimpl
+from streamkit import Duration, Option, echo, hookimpl
 
 log = logging.getLogger("streamkit.dashboard")
 
@@ -50,11 +50,11 @@ SECTION = {
 
 
 class _Running:
-    def __init__(self) -> None:
+    def __init__(self, aggregates: Any) -> None:
+        self.aggregates = aggregates  # the mongodb sink's read handle
         self.status: Any = None
         self.server: Any = None
         self.client: Any = None
-        self.owns_client = False  # mongomock:// clients are shared with the sink: never close them
 
 
 _running: "weakref.WeakKeyDictionary[Any, _Running]" = weakref.WeakKeyDictionary()
@@ -64,22 +64,6 @@ def server_for(pipeline: Any) -> Any:
     """The dashboard server a running pipeline started (``.url``), or None."""
     r = _running.get(pipeline)
     return r.server if r else None
-
-
-def mongo_sink(pipeline: Any, index: int | None, section: str) -> Any:
-    """The pipeline's mongodb sink that ``section`` reads (the first one unless ``index`` says)."""
-    from streamkit_mongodb import MongoSink
-
-    if index is not None:
-        if index >= len(pipeline.sinks) or not isinstance(pipeline.sinks[index], MongoSink):
-            raise ConfigError(f"sinks[{index}] is not a mongodb sink", file=pipeline.file,
-                              key=f"{section}.sink")
-        return pipeline.sinks[index]
-    for sink in pipeline.sinks:
-        if isinstance(sink, MongoSink):
-            return sink
-    raise ConfigError("needs a mongodb sink to read from (add one under sinks)", file=pipeline.file,
-                      key=section)
 
 
 def _fields(cfg: dict) -> Any:
@@ -97,30 +81,27 @@ def startup(pipeline) -> None:
     cfg = pipeline.sections.get("dashboard")
     if cfg is None:
         return
-    from streamkit_mongodb import connect, document_id
+    from streamkit_mongodb import aggregates_of, document_id
 
     from .meta import AggMeta
     from .server import DashboardServer
     from .status import StatusWriter
     from .store import DashboardStore
 
-    sink = mongo_sink(pipeline, cfg["sink"], "dashboard")
-    running = _Running()
+    aggregates = aggregates_of(pipeline, cfg["sink"], "dashboard")
+    running = _Running(aggregates)
     # A client of its own: the final status is written at shutdown, after the sink closed its client.
-    uri = sink.config["uri"]
-    running.owns_client = not uri.startswith("mongomock://")
-    running.client = connect(uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000) \
-        if running.owns_client else connect(uri)
-    db = running.client[sink.config["database"]]
+    running.client = aggregates.connect()
+    db = running.client[aggregates.database]
     if cfg["serve"]:
-        store = DashboardStore(db, sink.config["collection"],
+        store = DashboardStore(db, aggregates.collection,
                                fields=_fields(cfg), metas=[AggMeta.from_spec(a) for a in pipeline.aggregations])
         running.server = DashboardServer(store, host=cfg["host"], port=cfg["port"], token=cfg["auth_token"],
                                          refresh=cfg["refresh"], title=pipeline.name)
         running.server.start()
         echo(f"dashboard: {running.server.url}" + (" (requests need the token)" if cfg["auth_token"] else ""))
         warn_if_open(cfg["host"], cfg["auth_token"])
-    running.status = StatusWriter(pipeline, sink, document_id, db=db)
+    running.status = StatusWriter(pipeline, aggregates, document_id, db=db)
     try:
         running.status.start()
     except Exception:
@@ -167,17 +148,22 @@ def reset(pipeline, dry_run) -> dict | None:
     cfg = pipeline.sections.get("dashboard")
     if cfg is None:
         return None
+    from streamkit_mongodb import aggregates_of
+
     from .status import reset_counters
 
-    sink = mongo_sink(pipeline, cfg["sink"], "dashboard")
-    return {"dashboard counters": {"counters recomputed": reset_counters(sink, pipeline, dry_run)}}
+    aggregates = aggregates_of(pipeline, cfg["sink"], "dashboard")
+    return {"dashboard counters": {"counters recomputed": reset_counters(aggregates, pipeline, dry_run)}}
 
 
 def _stop(running: _Running) -> None:
     if running.server is not None:
         running.server.stop()
-    if running.client is not None and running.owns_client:
-        running.client.close()
+    running.aggregates.release(running.client)
+
+
+#: the section's options the standalone command takes too, as --host, --port, ...
+COMMAND_OPTIONS = ("host", "port", "auth_token", "refresh", "user_field", "item_field", "type_field")
 
 
 @hookimpl
@@ -190,31 +176,35 @@ def register_commands(subparsers) -> None:
     p.add_argument("--database", default="interaction_db", metavar="D", help="database (default interaction_db)")
     p.add_argument("--collection", default="aggregations", metavar="C",
                    help="collection of aggregate documents (default aggregations)")
-    p.add_argument("--host", default="127.0.0.1", metavar="H", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8080, metavar="P", help="port to listen on (default 8080)")
-    p.add_argument("--auth-token", default=os.environ.get("DASHBOARD_TOKEN") or None, metavar="TOKEN",
-                   help="token every request must carry (default: $DASHBOARD_TOKEN)")
-    p.add_argument("--refresh", type=_seconds, default=2.0, metavar="SECONDS", help="page update interval")
-    p.add_argument("--user-field", default="user_id", help="record field of the per-user figures")
-    p.add_argument("--item-field", default="item_id", help="record field of the per-item figures")
-    p.add_argument("--type-field", default="interaction_type", help="record field of the per-type chart")
+    for name in COMMAND_OPTIONS:
+        opt = SECTION[name]
+        if name == "auth_token":
+            default = os.environ.get("DASHBOARD_TOKEN") or None
+            text = "token every request must carry (default: $DASHBOARD_TOKEN)"
+        else:
+            default, text = opt.default, f"{opt.help} (default {opt.default})"
+        p.add_argument("--" + name.replace("_", "-"), type=_argument(name), default=default,
+                       metavar=name.split("_")[-1].upper(), help=text)
     p.set_defaults(func=_cmd_dashboard)
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
-    return int(text)
+def _argument(name: str) -> Any:
+    """The command-line form of a section option: the same conversion and checks."""
+    opt = SECTION[name]
 
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0.2:
-        raise argparse.ArgumentTypeError(f"expected at least 0.2 seconds, got {text!r}")
-    return value
+    def convert(text: str) -> Any:
+        try:
+            if opt.kind is int:
+                if not text.isdigit():
+                    raise ValueError(text)
+                return opt.convert(int(text))
+            return opt.convert(text)
+        except ValueError as exc:
+            if opt.kind is int:
+                raise argparse.ArgumentTypeError(f"expected a {name} from {opt.min} to {opt.max}, "
+                                                 f"got {text!r}") from None
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:

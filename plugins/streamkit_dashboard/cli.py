@@ -13,13 +13,12 @@ from .store import DashboardStore
 
 
 def run_standalone(args: argparse.Namespace) -> int:
-    from streamkit_mongodb import connect
+    from streamkit_mongodb import connect, release
 
     from . import warn_if_open
 
     uri = args.mongo_uri
-    mock = uri.startswith("mongomock://")
-    client = connect(uri) if mock else connect(uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000)
+    client = connect(uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000)
     try:
         try:
             client.admin.command("ping")
@@ -36,5 +35,4 @@ def run_standalone(args: argparse.Namespace) -> int:
         server.serve()
         return 0
     finally:
-        if not mock:
-            client.close()
+        release(client, uri)

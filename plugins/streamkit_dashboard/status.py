@@ -4,14 +4,16 @@ process and per-aggregation counters, both in the ``streamkit_status`` collectio
 Counters (distinct keys, and the totals of the additive ``count`` and ``sum``
 fields) let ``/api/summary`` answer without reading every document. They are
 kept from each flush's deltas: the totals grow by the deltas, the distinct keys
-by the documents the MongoDB sink created in that flush (an upsert creates a
-document exactly once, whichever process wins the race). The first process to
+by the documents the MongoDB sink created in that flush (its read handle's
+``created(flush)``: an upsert creates a document exactly once, whichever process
+wins the race). The first process to
 watch a collection starts the counters from what is already stored.
 """
 from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import itertools
 import logging
 import os
@@ -21,7 +23,9 @@ import time
 from typing import Any, Callable
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
+
+from streamkit_mongodb import try_briefly
 
 from streamkit import UTC
 
@@ -58,10 +62,11 @@ def baseline(coll: Any, meta: AggMeta) -> dict:
     return out
 
 
-def reset_counters(sink: Any, pipeline: Any, dry_run: bool) -> int:
-    """After ``streamkit reset``: the counters of the pipeline's aggregations, from the documents left."""
-    status = sink.db[STATUS_COLLECTION]
-    collection = sink.config["collection"]
+def reset_counters(aggregates: Any, pipeline: Any, dry_run: bool) -> int:
+    """After ``streamkit reset``: the counters of the pipeline's aggregations, from the documents left
+    (``aggregates``: the mongodb sink's read handle)."""
+    status = aggregates.db[STATUS_COLLECTION]
+    collection = aggregates.collection
     metas = [AggMeta.from_spec(a) for a in pipeline.aggregations]
     ids = {counter_id(collection, m.name): m for m in metas}
     found = [d["_id"] for d in status.find({"_id": {"$in": list(ids)}}, {"_id": 1})]
@@ -70,35 +75,25 @@ def reset_counters(sink: Any, pipeline: Any, dry_run: bool) -> int:
         for cid in found:
             meta = ids[cid]
             status.replace_one({"_id": cid}, {"kind": "counter", "collection": collection, "aggregation": meta.name,
-                                              **baseline(sink.coll, meta), "updated_at": now})
+                                              **baseline(aggregates.documents, meta), "updated_at": now})
     return len(found)
 
 
-def _retry(what: str, fn: Callable[[], Any], tries: int = 3) -> bool:
-    """Status is secondary to the pipeline's own writes: retry briefly, then log and go on."""
-    for attempt in range(tries):
-        try:
-            fn()
-            return True
-        except PyMongoError as exc:
-            if attempt == tries - 1:
-                log.warning("dashboard: could not %s: %s", what, exc)
-                return False
-            time.sleep(0.2 * 2 ** attempt)
-    return False
+# status is secondary to the pipeline's own writes: retry briefly, then log and go on
+_retry = functools.partial(try_briefly, logger=log)
 
 
 class StatusWriter:
     """Called by the pipeline's hooks: ``start`` (startup), ``flushed`` (writer thread), ``stop``."""
 
-    def __init__(self, pipeline: Any, sink: Any, document_id: Callable[..., str], db: Any = None) -> None:
+    def __init__(self, pipeline: Any, aggregates: Any, document_id: Callable[..., str], db: Any = None) -> None:
         self.pipeline = pipeline
-        self.sink = sink
+        self.aggregates = aggregates  # the mongodb sink's read handle
         self.document_id = document_id
         # ``db``: the sink's database through a client of the dashboard's own, which stays open
         # for the final status after the sink closed its client
-        db = sink.db if db is None else db
-        self.collection = sink.config["collection"]
+        db = aggregates.db if db is None else db
+        self.collection = aggregates.collection
         self.coll = db[self.collection]
         self.status = db[STATUS_COLLECTION]
         self.metas = [AggMeta.from_spec(a) for a in pipeline.aggregations]
@@ -107,7 +102,7 @@ class StatusWriter:
         # one document per run: a process may run several pipelines, even of one name (library use)
         self.id = f"process|{pipeline.name}|{host}|{os.getpid()}|{next(_runs)}"
         self.base = {"kind": "process", "pipeline": pipeline.name, "collection": self.collection,
-                     "database": sink.config["database"], "host": host, "pid": os.getpid(),
+                     "database": aggregates.database, "host": host, "pid": os.getpid(),
                      "source": pipeline.source_type, "flush_interval": pipeline.flush_interval,
                      "aggregations": [m.to_json() for m in self.metas]}
         self.flushes = 0
@@ -167,7 +162,7 @@ class StatusWriter:
                    lambda: self.status.update_one({"_id": self.id}, {"$set": fields}, upsert=True))
 
     def _update_counters(self, flush: Any) -> None:
-        created = self.sink.upserted
+        created = self.aggregates.created(flush)
         inc: dict[str, dict] = {}
         for d in flush.deltas():
             fields = self.additive.get(d.aggregation)

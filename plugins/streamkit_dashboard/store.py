@@ -15,11 +15,11 @@ import time
 from typing import Any
 
 from streamkit import UTC, iso_time as iso
+from streamkit_alerts import ALERTS_COLLECTION
 
 from .meta import AggMeta, SeedFields, seed_aggregations
 from .status import STATUS_COLLECTION, baseline
 
-ALERTS_COLLECTION = "streamkit_alerts"
 MAX_LIMIT = 1000
 MAX_TOP = 100
 MAX_PROCESSES = 20

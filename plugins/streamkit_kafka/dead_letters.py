@@ -16,11 +16,11 @@ from typing import Any
 from streamkit import DeadLetterDestination, Duration, Option, to_json
 
 from .client import SECURITY_OPTIONS, connection_options, split_partition
-from .producer import DurableProducer
+from .producer import DurableProducer, Producing
 from .source import KafkaSource
 
 
-class KafkaDeadLetters(DeadLetterDestination):
+class KafkaDeadLetters(Producing, DeadLetterDestination):
     """Produces each dead letter's raw record to <topic>.dlq, with reason and origin in headers."""
 
     options = {
@@ -44,8 +44,7 @@ class KafkaDeadLetters(DeadLetterDestination):
         self.topic = c["topic"] or source.get("dead_letter_topic")
         self.producer = DurableProducer(
             self.context.name, c, linger_ms=5,
-            delivery_timeout_ms=int(c["delivery_timeout"] * 1000),
-            request_timeout_ms=min(30_000, int(c["delivery_timeout"] * 1000)))
+            delivery_timeout=c["delivery_timeout"])
 
     def write(self, letters: list) -> None:
         send = self.producer.send
@@ -60,13 +59,7 @@ class KafkaDeadLetters(DeadLetterDestination):
             # Kafka needs a key or a value; a null record keeps its null value with an empty key
             futures.append(send(self.topic or f"{topic}.dlq", value=value, headers=headers,
                                 key=b"" if value is None else None))
-        if futures:
-            self.producer.wait(futures)
-
-    def close(self) -> None:
-        producer = getattr(self, "producer", None)
-        if producer is not None:
-            producer.close()
+        self.producer.wait(futures)
 
 
 def _raw(record: Any) -> bytes | None:

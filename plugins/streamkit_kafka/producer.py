@@ -15,8 +15,13 @@ COMPRESSION_PACKAGES = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstand
 
 
 class DurableProducer:
-    def __init__(self, what: str, options: dict, **settings: Any) -> None:
+    """``delivery_timeout``: seconds a message may take to be acknowledged (a request gives up
+    after at most 30 s of it); ``settings``: more KafkaProducer settings."""
+
+    def __init__(self, what: str, options: dict, *, delivery_timeout: float, **settings: Any) -> None:
         quiet_kafka_logging()
+        ms = int(delivery_timeout * 1000)
+        settings.update(delivery_timeout_ms=ms, request_timeout_ms=min(30_000, ms))
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
@@ -36,6 +41,8 @@ class DurableProducer:
 
     def wait(self, futures: list, timeout: float | None = None) -> None:
         """Block until every message was acknowledged; raise naming the first failure."""
+        if not futures:
+            return
         from kafka.errors import KafkaTimeoutError
 
         try:
@@ -54,3 +61,14 @@ class DurableProducer:
             self.producer.flush(timeout=10)
         finally:
             self.producer.close(timeout=10)
+
+
+class Producing:
+    """For a type that produces each write's messages through ``self.producer`` (a
+    :class:`DurableProducer` made in ``open``): ``close`` sends what is left and closes it."""
+
+    producer: DurableProducer | None = None
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.close()

@@ -13,7 +13,7 @@ import orjson
 from streamkit import REQUIRED, Duration, OneOf, Option, Sink, to_json
 
 from .client import connection_options
-from .producer import DurableProducer
+from .producer import DurableProducer, Producing
 
 
 def _key(value: Any) -> bytes | None:
@@ -24,7 +24,7 @@ def _key(value: Any) -> bytes | None:
     return orjson.dumps(value)
 
 
-class KafkaSink(Sink):
+class KafkaSink(Producing, Sink):
     """Produces records (what: records) or aggregate deltas (what: aggregates) to a topic as JSON."""
 
     options = {
@@ -56,8 +56,7 @@ class KafkaSink(Sink):
             self.context.name, c,
             linger_ms=c["linger_ms"], batch_size=c["batch_size"],
             compression_type=None if c["compression"] == "none" else c["compression"],
-            delivery_timeout_ms=int(c["delivery_timeout"] * 1000),
-            request_timeout_ms=min(30_000, int(c["delivery_timeout"] * 1000)))
+            delivery_timeout=c["delivery_timeout"])
 
     def write(self, flush: Any) -> None:
         send, topic, field, dumps = self.producer.send, self.topic, self.key_field, orjson.dumps
@@ -74,10 +73,4 @@ class KafkaSink(Sink):
                                  "values": d.values})  # a sum may exceed 64 bits: written exactly
                 key = _key(d.key.get(field)) if field is not None else None
                 futures.append(send(topic, value=value, key=key))
-        if futures:
-            self.producer.wait(futures)
-
-    def close(self) -> None:
-        producer = getattr(self, "producer", None)
-        if producer is not None:
-            producer.close()
+        self.producer.wait(futures)

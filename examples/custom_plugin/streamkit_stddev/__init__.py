@@ -6,14 +6,15 @@ Install it (``pip install examples/custom_plugin``) and use it like a built-in::
       - {name: duration_spread, type: stddev, field: duration_ms, group_by: [item_id]}
 
 The partial is (count, sum, sum of squares): three numbers that add up across
-flushes and processes, so MongoDB can merge them with plain additions and
-compute the standard deviation from the merged totals.
+flushes and processes. ``merges`` says so, and ``derived`` gives the standard
+deviation as a formula over the merged totals; every store (MongoDB's update
+expressions, or any other sink honouring the contract) does the rest.
 """
 from __future__ import annotations
 
-import math
+from functools import cached_property
 
-from streamkit import Aggregator, Option, hookimpl
+from streamkit import Aggregator, F, Option, greatest, hookimpl, sqrt, when_positive
 
 __version__ = "1.0.0"
 
@@ -23,6 +24,7 @@ class StdDev(Aggregator):
 
     options = {"sample": Option(bool, False, "divide by n-1 instead of n")}
     fields = ("stddev", "count", "sum", "sumsq")
+    merges = {"count": "add", "sum": "add", "sumsq": "add"}
     primary = "stddev"
 
     def create(self) -> list:
@@ -37,30 +39,21 @@ class StdDev(Aggregator):
     def merge(self, a: list, b: list) -> list:
         return [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
 
-    def result(self, partial: list) -> dict:
+    def stored(self, partial: list) -> dict:
         n, s, sq = partial
-        return {"stddev": self._stddev(n, s, sq), "count": n, "sum": s, "sumsq": sq}
+        return {"count": n, "sum": s, "sumsq": sq}
 
-    def _stddev(self, n: int, s: float, sq: float) -> float | None:
+    @cached_property
+    def derived(self) -> dict:
+        n = F("count")
         d = n - 1 if self.config.get("sample") else n
-        if d <= 0:
-            return None
-        return math.sqrt(max(sq - s * s / n, 0.0) / d)
+        variance = greatest(F("sumsq") - F("sum") * F("sum") / n, 0) / d
+        return {"stddev": when_positive(d, sqrt(variance))}
 
-    def from_document(self, doc: dict) -> list:
-        return [doc.get("count", 0), doc.get("sum", 0.0), doc.get("sumsq", 0.0)]
-
-    def mongo_merge(self, partial: list) -> dict:
-        def plus(f: str, v: float) -> dict:
-            return {"$add": [{"$ifNull": ["$" + f, 0]}, {"$literal": v}]}
-        return {"count": plus("count", partial[0]), "sum": plus("sum", partial[1]),
-                "sumsq": plus("sumsq", partial[2])}
-
-    def mongo_finalize(self) -> dict:
-        d = {"$subtract": ["$count", 1]} if self.config.get("sample") else "$count"
-        var = {"$divide": [{"$max": [{"$subtract": ["$sumsq", {"$divide": [{"$multiply": ["$sum", "$sum"]},
-                                                                          "$count"]}]}, 0]}, d]}
-        return {"stddev": {"$cond": [{"$gt": [d, 0]}, {"$sqrt": var}, None]}}
+    def result(self, partial: list) -> dict:
+        # the same formula a store applies to the merged totals
+        values = self.stored(partial)
+        return {"stddev": self.derived["stddev"].evaluate(values), **values}
 
 
 @hookimpl
