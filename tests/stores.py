@@ -38,6 +38,9 @@ class Store:
 def mongomock_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
     """Turn the sink's mongomock fast path off for one test: mongomock's own lookup and matcher."""
     from mongomock_ng import collection
+
+    from streamkit_mongodb import mongomock_fast
+    monkeypatch.setattr(mongomock_fast, "enabled", False)  # the sink's own collection too
     streamkit_mongodb.speed_up_mongomock()  # in place (tests/conftest.py opts every test in)
     fast = collection.Collection._iter_documents
     monkeypatch.setattr(collection.Collection, "_iter_documents", fast.__wrapped__)

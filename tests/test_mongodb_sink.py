@@ -120,3 +120,42 @@ def test_at_least_once_mode_keeps_no_fences():
     assert db.streamkit_offsets.count_documents({}) == 0
     assert db.aggregations.count_documents({"_fence": {"$exists": True}}) == 0
     assert_documents(stored(db.aggregations), truth(2000))
+
+
+
+PROBE = """
+from mongomock_ng import collection, filtering
+from streamkit import Pipeline
+from streamkit_mongodb import connect
+
+calls = [0]
+original = filtering.filter_applies
+def counting(*args, **kwargs):
+    calls[0] += 1
+    return original(*args, **kwargs)
+filtering.filter_applies = collection.filter_applies = counting
+
+Pipeline.from_dict({
+    "source": {"type": "generator", "users": 2000, "skew": 0, "rate": 0, "max_records": 8000},
+    "aggregations": [{"name": "per_user", "type": "count", "group_by": ["user_id"]}],
+    "sinks": [{"type": "mongodb", "uri": "mongomock://probe", "database": "d", "collection": "c"}],
+    "flush": {"interval": "1h", "max_records": 4000}}).run()
+docs = list(connect("mongomock://probe")["d"]["c"].find({}))
+print(len(docs), sum(d["count"] for d in docs), calls[0],
+      hasattr(collection.Collection._iter_documents, "__wrapped__"))
+"""
+
+
+def test_in_memory_store_looks_documents_up_by_id_without_patching_mongomock():
+    """`mongomock://` (the default pipeline's store) stays linear in the documents a flush
+    touches, and no class of mongomock's is changed for the process. In a process of its own:
+    the tests' conftest opts every mongomock collection of this one into the fast lookup."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    docs, total, calls, patched = out.stdout.split()
+    assert int(total) == 8000 and int(docs) > 1000
+    # mongomock alone evaluates a filter per stored document per update: millions here
+    assert int(calls) < 10 * int(docs), calls
+    assert patched == "False"

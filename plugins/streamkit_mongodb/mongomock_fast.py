@@ -1,11 +1,56 @@
-"""A faster mongomock for tests and benchmarks: documents looked up by ``_id``.
+"""A faster mongomock: documents looked up by ``_id``.
 
-Opt in with :func:`speed_up_mongomock` (``tests/conftest.py`` and the benchmarks do);
-nothing in a pipeline calls it. ``mongomock://`` works the same without it, only slower.
+The sink's own in-memory collection (``mongomock://``) gets it through :func:`fast_collection`,
+an attribute of that one collection object, so the default pipeline's flushes stay linear in
+the documents they touch; no class of mongomock's is changed for the process. Tests and
+benchmarks that want every mongomock collection fast opt in with :func:`speed_up_mongomock`.
+``mongomock://`` gives the same results without either, only slower.
 """
 from __future__ import annotations
 
+import types
 from typing import Any
+
+#: tests turn this off to have mongomock's own matcher judge the sink's fence conditions
+enabled = True
+
+
+def fast_collection(collection: Any) -> Any:
+    """``collection`` (a mongomock collection the sink owns), looking its documents up by ``_id``."""
+    from mongomock_ng import filtering
+
+    def _iter_documents(self: Any, filter: Any) -> Any:  # noqa: A002 - mongomock's signature
+        _id = filter.get("_id") if enabled and isinstance(filter, dict) else None
+        if isinstance(_id, (str, int)) and not isinstance(_id, bool):
+            store = self._store
+            if _id in store:
+                doc = store[_id]
+                return iter([doc] if _applies(filter, doc, filtering) else [])
+            return iter([])
+        return type(self)._iter_documents(self, filter)
+
+    collection._iter_documents = types.MethodType(_iter_documents, collection)
+    return collection
+
+
+def _applies(filter: dict, doc: dict, filtering: Any) -> bool:  # noqa: A002
+    """Does ``filter`` (an ``_id`` equality, plus the sink's fence conditions) match ``doc``?"""
+    fences = None
+    for k, v in filter.items():
+        if k == "_id":
+            continue
+        if not (k.startswith("_fence.") and type(v) is dict and len(v) == 1 and "$not" in v):
+            return filtering.filter_applies(filter, doc)
+        cond = v["$not"]
+        if not (type(cond) is dict and len(cond) == 1 and "$gte" in cond):
+            return filtering.filter_applies(filter, doc)
+        if fences is None:
+            fences = doc.get("_fence")
+            fences = fences if isinstance(fences, dict) else {}
+        have = fences.get(k[7:])
+        if type(have) in (int, float) and have >= cond["$gte"]:
+            return False
+    return True
 
 
 def speed_up_mongomock() -> None:
@@ -23,36 +68,18 @@ def speed_up_mongomock() -> None:
     """
     from mongomock_ng import collection as mcoll, filtering
 
-    def applies(filter: dict, doc: dict) -> bool:  # noqa: A002
-        fences = None
-        for k, v in filter.items():
-            if k == "_id":
-                continue
-            if not (k.startswith("_fence.") and type(v) is dict and len(v) == 1 and "$not" in v):
-                return filtering.filter_applies(filter, doc)
-            cond = v["$not"]
-            if not (type(cond) is dict and len(cond) == 1 and "$gte" in cond):
-                return filtering.filter_applies(filter, doc)
-            if fences is None:
-                fences = doc.get("_fence")
-                fences = fences if isinstance(fences, dict) else {}
-            have = fences.get(k[7:])
-            if type(have) in (int, float) and have >= cond["$gte"]:
-                return False
-        return True
-
     cls = mcoll.Collection
     if hasattr(cls._iter_documents, "__wrapped__"):
         return
     original = cls._iter_documents
 
     def _iter_documents(self: Any, filter: Any) -> Any:  # noqa: A002 - mongomock's signature
-        _id = filter.get("_id") if isinstance(filter, dict) else None
+        _id = filter.get("_id") if enabled and isinstance(filter, dict) else None
         if isinstance(_id, (str, int)) and not isinstance(_id, bool):
             store = self._store
             if _id in store:
                 doc = store[_id]
-                return iter([doc] if applies(filter, doc) else [])
+                return iter([doc] if _applies(filter, doc, filtering) else [])
             return iter([])
         return original(self, filter)
 

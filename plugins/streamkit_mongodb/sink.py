@@ -13,6 +13,7 @@ from pymongo.errors import BulkWriteError
 from streamkit import UTC, ConfigError, Duration, Option, Sink, iso_time
 
 from .client import DUPLICATE_KEY, TRANSIENT, SinkError, StoreRefused, connect, is_mock, release, retry
+from .mongomock_fast import fast_collection
 from .ids import document_id, fence_field, fence_pipeline
 from .positions import Positions
 from .reading import Aggregates
@@ -85,6 +86,8 @@ class MongoSink(Positions, Sink):
         self.client = connect(c["uri"], **kwargs)
         self.db = self.client[c["database"]]
         self.coll = self.db[c["collection"]]
+        if is_mock(c["uri"]):  # mongomock scans every document for every update otherwise
+            self.coll = fast_collection(self.coll)
         self.offsets = self.db[c["offsets_collection"]]
         pipeline = self.context.pipeline
         self.pipeline_name = pipeline.name if pipeline is not None else "pipeline"
