@@ -17,6 +17,13 @@ enabled = True
 
 def fast_collection(collection: Any) -> Any:
     """``collection`` (a mongomock collection the sink owns), looking its documents up by ``_id``."""
+    lookup = _by_id(lambda self, filter: type(self)._iter_documents(self, filter))  # noqa: A006
+    collection._iter_documents = types.MethodType(lookup, collection)
+    return collection
+
+
+def _by_id(otherwise: Any) -> Any:
+    """mongomock's ``_iter_documents`` for an ``_id`` equality; ``otherwise`` for other filters."""
     from mongomock_ng import filtering
 
     def _iter_documents(self: Any, filter: Any) -> Any:  # noqa: A002 - mongomock's signature
@@ -27,10 +34,8 @@ def fast_collection(collection: Any) -> Any:
                 doc = store[_id]
                 return iter([doc] if _applies(filter, doc, filtering) else [])
             return iter([])
-        return type(self)._iter_documents(self, filter)
-
-    collection._iter_documents = types.MethodType(_iter_documents, collection)
-    return collection
+        return otherwise(self, filter)
+    return _iter_documents
 
 
 def _applies(filter: dict, doc: dict, filtering: Any) -> bool:  # noqa: A002
@@ -66,22 +71,13 @@ def speed_up_mongomock() -> None:
     Patches mongomock's ``Collection`` class for the whole process (once; mongomock's own
     lookup stays reachable as ``Collection._iter_documents.__wrapped__``).
     """
-    from mongomock_ng import collection as mcoll, filtering
+    from mongomock_ng import collection as mcoll
 
     cls = mcoll.Collection
     if hasattr(cls._iter_documents, "__wrapped__"):
         return
     original = cls._iter_documents
-
-    def _iter_documents(self: Any, filter: Any) -> Any:  # noqa: A002 - mongomock's signature
-        _id = filter.get("_id") if enabled and isinstance(filter, dict) else None
-        if isinstance(_id, (str, int)) and not isinstance(_id, bool):
-            store = self._store
-            if _id in store:
-                doc = store[_id]
-                return iter([doc] if _applies(filter, doc, filtering) else [])
-            return iter([])
-        return original(self, filter)
+    _iter_documents = _by_id(original)
 
     # tests put mongomock's own lookup back, to check the fence conditions with its matcher
     _iter_documents.__wrapped__ = original  # type: ignore[attr-defined]
