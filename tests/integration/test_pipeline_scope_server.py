@@ -93,8 +93,12 @@ def test_two_generator_pipelines_killed_while_sharing_a_collection(mongo_server,
     rngs = {k: random.Random(rng.randrange(10**9)) for k in sources}
 
     def loop(k: str) -> list[str]:
-        return kill_loop(lambda: runs.start(files[k], f"streamkit_{k}"), rngs[k], kills=3, low=0.5, high=2.0,
+        # each kill waits until the stored position passes a random point of its third of the input,
+        # so no start runs to the end before its kill
+        return kill_loop(lambda: runs.start(files[k], f"streamkit_{k}"), rngs[k], kills=3, low=0.0, high=0.3,
                          open_intents=lambda: {p: s[1] for p, s in offsets_state(db, names[k]).items() if s[1]},
+                         progress=(lambda: (offsets_state(db, names[k]).get("generator/0") or (0,))[0] or 0,
+                                   sources[k]["max_records"]),
                          timeout=120, after_kill=lambda: f"{k}: offsets {offsets_state(db, names[k])}")
     t, box = _in_thread(lambda: loop("a"))
     events = loop("b") + _result(t, box)
