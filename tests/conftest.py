@@ -14,11 +14,12 @@ import types
 
 import pytest
 
-from streamkit import Batch, Sink, Source, hookimpl
+from streamkit import Sink, hookimpl
 from streamkit.plugins import get_plugin_manager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+from listsource import ListSource  # noqa: E402 - tests/ is on the path from here
 
 REQUIRE = "STREAMKIT_REQUIRE_SERVERS"
 HOW = 'start the servers with: eval "$(scripts/services up)"'
@@ -108,31 +109,6 @@ def root():
     return ROOT
 
 
-class ListSource(Source):
-    """Test source: yields the given records (raw bytes or dicts) in batches, per partition."""
-
-    from streamkit import Option
-    options = {"partitions": Option(dict, help="partition -> list of records"),
-               "batch": Option(int, 100), "decoded": Option(bool, False)}
-
-    def open(self, hooks):
-        self.parts = {p: list(recs) for p, recs in self.config["partitions"].items()}
-        resume = hooks.assigned(sorted(self.parts)) or {}
-        self.pos = {p: resume.get(p, 0) for p in self.parts}
-        self.committed = {}
-
-    def poll(self, timeout):
-        out = []
-        for p, recs in self.parts.items():
-            i = self.pos[p]
-            if i < len(recs):
-                n = min(self.config["batch"], len(recs) - i)
-                out.append(Batch(p, recs[i:i + n], i, i + n, decoded=self.config["decoded"]))
-                self.pos[p] = i + n
-        return out or None
-
-    def commit(self, positions):
-        self.committed.update(positions)
 
 
 CAPTURED: list = []

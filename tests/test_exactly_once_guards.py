@@ -16,8 +16,9 @@ import types
 
 import pytest
 
+import listsource
 import streamkit_mongodb
-from streamkit import Batch, Option, Pipeline, Sink, Source, StreamkitError, hookimpl
+from streamkit import Option, Pipeline, Sink, StreamkitError, hookimpl
 from streamkit.plugins import get_plugin_manager
 from stores import store  # noqa: F401
 from truth import as_pipeline, diff, stored, truth
@@ -44,30 +45,10 @@ def _events(n: int, rng: random.Random) -> list[dict]:
 EVENTS = _events(300, random.Random(11))
 
 
-class ListSource(Source):
-    """Fixed records per partition, a batch of each partition per poll; keeps what it committed."""
+class ListSource(listsource.ListSource):
+    """The shared list source, handing over decoded records unless told otherwise."""
 
-    options = {"partitions": Option(dict, help="partition -> list of records"), "batch": Option(int, 100),
-               "decoded": Option(bool, True)}
-
-    def open(self, hooks):
-        self.parts = {p: list(recs) for p, recs in self.config["partitions"].items()}
-        resume = hooks.assigned(sorted(self.parts)) or {}
-        self.pos = {p: resume.get(p, 0) for p in self.parts}
-        self.committed = {}
-
-    def poll(self, timeout):
-        out = []
-        for p, recs in self.parts.items():
-            i = self.pos[p]
-            if i < len(recs):
-                n = min(self.config["batch"], len(recs) - i)
-                out.append(Batch(p, recs[i:i + n], i, i + n, decoded=self.config["decoded"]))
-                self.pos[p] = i + n
-        return out or None
-
-    def commit(self, positions):
-        self.committed.update(positions)
+    options = {**listsource.ListSource.options, "decoded": Option(bool, True)}
 
 
 class ScriptedSource(ListSource):
