@@ -65,9 +65,9 @@ class CrashingMongoSink(MongoSink):
             crash_point(point, lambda: super(CrashingMongoSink, self)._bulk(ops[:len(ops) // 2]))
         return super()._bulk(ops)
 
-    def _finish(self, parts: dict) -> None:
+    def _finish(self, parts: dict, *clocks) -> None:
         crash_point("before_finish")
-        super()._finish(parts)
+        super()._finish(parts, *clocks)
 
 
 class CrashingJsonlDeadLetters(JsonlDeadLetters):
