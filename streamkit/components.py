@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Protocol
 
 from .merging import Expr
-from .options import Option
+from .options import OneOf, Option
 from .windows import iso_time
 
 if TYPE_CHECKING:
@@ -120,6 +120,16 @@ class WindowResult:
 
     def window_json(self) -> dict:
         return {"start": iso_time(self.window_start), "end": iso_time(self.window_end)}
+
+    def to_json(self) -> dict:
+        """``{id, aggregation, key, window, final: true, <values>}``, JSON-ready."""
+        return {"id": self.id, "aggregation": self.aggregation, "key": self.key, "window": self.window_json(),
+                "final": True, **self.values}
+
+
+#: the option of the sinks that can emit closed windows instead of every flush's deltas
+EMIT_OPTION = Option(OneOf("updates", "final"), "updates",
+                     "updates: every flush's deltas; final: one record per closed window, with its final values")
 
 
 @dataclass

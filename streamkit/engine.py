@@ -237,12 +237,10 @@ class Engine:
 
     def _due(self) -> bool:
         """Is there anything to flush: records, or clocks that moved on while idle?"""
-        if self.parts:
-            return True
         if self.watermarks.enabled:
             self.watermarks.learn(self.closing.stored)
             self.ticked.update(self.watermarks.idle(time.time(), skip=self.replays.held(self.watermarks.clocks)))
-        return bool(self.ticked)
+        return bool(self.parts or self.ticked)
 
     def process(self, batch: Batch) -> None:
         n = len(batch.records)
