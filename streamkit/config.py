@@ -7,7 +7,7 @@ from typing import Any
 
 from .aggregation import AggregationSpec
 from .errors import ConfigError, PluginError
-from .options import Duration, Option, OneOf, check_options, closest
+from .options import REQUIRED, Duration, ListOf, Option, OneOf, check_options, closest
 from .plugins import Registry, build_registry, get_plugin_manager, load_module_plugin
 from .records import MAX_KEY_BYTES
 from .windows import parse_window
@@ -31,7 +31,19 @@ WINDOW_OPTIONS = {
     "late": Option(OneOf("drop_counted", "dead_letter"), "drop_counted",
                    "a record too late for all its windows: counted and dropped, or a dead letter"),
 }
-RETENTION = Option(Duration, None, "drop a closed window this long after its end (default: keep it)")
+RETENTION = Option(Duration, None, "drop a closed window once the latest event is this far past its end, or this long "
+                                     "after it closed (default: keep it)")
+#: what every aggregation takes besides its type's own options (listed by ``streamkit plugins``)
+AGGREGATION_OPTIONS = {
+    "name": Option(str, REQUIRED, "the aggregation field of its documents"),
+    "group_by": Option(ListOf(str), None, "fields to group by (none: one group)"),
+    "field": Option(str, None, "the field read (all types but count)"),
+    "window": Option(object, None, "all-time (default), tumbling (1m) or hopping ({size: 5m, hop: 1m})"),
+    "time_field": Option(str, "timestamp", "event time: epoch seconds or ISO-8601"),
+    "max_key_bytes": KEY_BYTES,
+    **WINDOW_OPTIONS,
+    "retention": RETENTION,
+}
 PIPELINE_WINDOW_OPTIONS = {
     **WINDOW_OPTIONS,
     "idle_timeout": Option(Duration, 30.0, "a partition with no record for this long (wall clock) stops "

@@ -12,7 +12,7 @@ import pytest
 import streamkit_mongodb
 from streamkit import Batch, Option, Pipeline, Source, hookimpl
 from streamkit.plugins import get_plugin_manager
-from stores import Store
+from stores import Store, store  # noqa: F401
 from test_config_limits import validate_in_process
 from truth import closing_truth, diff, finals, stored
 
@@ -169,8 +169,7 @@ def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def test_retention_drops_closed_windows_a_retention_behind_the_latest_event(test_plugins):
-    store = _store()
+def test_retention_drops_closed_windows_a_retention_behind_the_latest_event(test_plugins, store):  # noqa: F811
     agg = {**AGG, "retention": "120s"}
     parts = {"p0": _recs(range(0, 600, 10))}
     raw = {p: [json.dumps(r).encode() for r in recs] for p, recs in parts.items()}
@@ -186,10 +185,10 @@ def test_retention_drops_closed_windows_a_retention_behind_the_latest_event(test
     assert ttl and ttl[0]["key"] == [("expire_at", 1)]
 
 
-def test_expired_windows_go_also_where_the_server_has_no_ttl_monitor(test_plugins):
-    """mongomock has no TTL monitor: the sink deletes what expired itself, on every flush."""
+def test_expired_windows_go_also_where_the_server_has_no_ttl_monitor(test_plugins, store):  # noqa: F811
+    """mongomock has no TTL monitor (SecantusDB sweeps once a minute): the sink deletes what
+    expired itself, on every flush, with the same result."""
     import datetime as dt
-    store = _store()
     agg = {**AGG, "retention": "120s"}
     raw = {"p0": [json.dumps(r).encode() for r in _recs(range(0, 200, 10))]}
     pipe = {"name": "ttl", "source": {"type": "list", "partitions": raw}, "aggregations": [agg],
