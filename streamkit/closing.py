@@ -9,9 +9,14 @@ it, with the same id).
 """
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from .watermarks import NEVER, closing_frontiers, latest_seen
+
+#: how often closed windows past their retention's wall-clock expiry are looked for, at most
+EXPIRY_EVERY = 30.0
 
 __all__ = ["Closing"]
 
@@ -28,6 +33,7 @@ class Closing:
         self.emitted: dict[str, dict[str, float]] | None = None
         #: the clocks the first store holds for every partition, as read after the last flush
         self.stored: dict[str, dict] = {}
+        self.expired_at = 0.0  # when expired windows were last dropped (monotonic)
 
     @property
     def enabled(self) -> bool:
@@ -43,7 +49,7 @@ class Closing:
         fronts = closing_frontiers(flush.view, stored, self.fields)
         advance = {}
         for a in self.aggs:
-            upto = fronts[a.time_field] - a.lateness
+            upto = last_end(a.window, fronts[a.time_field] - a.lateness)
             if upto > self.closed.get(a.name, NEVER):
                 advance[a.name] = upto
         if advance:
@@ -52,13 +58,17 @@ class Closing:
             self.closed.update(advance)
         if self.emitters and store is not None:
             self._emit(store)
-        self._drop(flush, stored)
+        self._drop(flush, stored, bool(advance))
 
-    def _drop(self, flush: Any, stored: dict) -> None:
+    def _drop(self, flush: Any, stored: dict, advanced: bool) -> None:
         """Closed windows a retention behind the latest event time, once every emitting sink has them."""
         kept = [a for a in self.aggs if a.retention is not None]
         if not kept or not self.stores:
             return
+        now = time.monotonic()
+        if not advanced and now - self.expired_at < EXPIRY_EVERY:
+            return
+        self.expired_at = now
         seen = latest_seen(flush.view, stored, self.fields)
         before = {}
         for a in kept:
@@ -83,3 +93,17 @@ class Closing:
                 sink.write_final(windows)
             store.keep_emitted(path, todo)
             done.update(todo)
+
+
+def last_end(window: Any, t: float) -> float:
+    """The latest end of a window of ``window`` at or before ``t`` (NEVER if none): closing only
+    moves when a window ends, so the store is asked to close windows only then."""
+    if t == NEVER or t != t:
+        return NEVER
+    if t == math.inf:
+        return t
+    size, hop = window.size, window.hop
+    end = math.floor((t - size) / hop) * hop + size
+    while end > t:  # a quotient rounded up must not close a window ending after t
+        end -= hop
+    return end
