@@ -76,3 +76,15 @@ def test_version_is_the_installed_distributions():
     done = subprocess.run([sys.executable, "-m", "streamkit", "--version"], capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.strip() == f"streamkit {streamkit.__version__}"
+
+
+@pytest.mark.parametrize("argv", [["--help"], [], ["-v", "--help"]])
+def test_help_still_lists_the_commands_plugins_add(argv):
+    done = subprocess.run([sys.executable, "-m", "streamkit", *argv], capture_output=True, text=True, timeout=60)
+    assert "dashboard" in done.stdout and "validate" in done.stdout
+
+
+def test_a_plugins_command_still_parses():
+    done = subprocess.run([sys.executable, "-m", "streamkit", "dashboard", "--port", "x"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "--port" in done.stderr and "Traceback" not in done.stderr
