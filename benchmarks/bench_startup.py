@@ -47,6 +47,8 @@ def timed(argv: list[str], env: dict) -> float:
 def contenders(before: str | None) -> dict[str, tuple[list[str], dict]]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    # as installed: compiled once, then loaded from __pycache__ (the warm-up run writes it)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     out: dict[str, tuple[list[str], dict]] = {"python -c pass": ([sys.executable, "-c", "pass"], env)}
     script = shutil.which("streamkit", path=str(pathlib.Path(sys.executable).parent))
     if script:
