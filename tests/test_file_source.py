@@ -296,6 +296,41 @@ def test_stdin_twice_into_one_store_counts_both_runs(tmp_path, monkeypatch):
     check(uri, first + second)
 
 
+def test_stdin_after_a_crash_in_a_flush_counts_the_next_run_whole(tmp_path, monkeypatch):
+    """A run that dies in the middle of a flush leaves an intent; the next run's records lie
+    beyond its end, so none of them is taken for the replay of that flush and fenced away. (The
+    next run sends the same lines again first, as a producer that starts over would: counted
+    from the intent's start, they would cut the same flush, which the fences skip.)"""
+    from streamkit_mongodb.sink import MongoSink
+    import streamkit_mongodb
+    rng = random.Random(8)
+    uri = f"mongomock://stdin-crash-{uuid.uuid4().hex}"
+    first = make_events(rng, 3000)
+    second = first + make_events(rng, 500)
+    finish = MongoSink._finish
+
+    def crash(self, parts):
+        raise RuntimeError("killed after the documents, before the intent is done")
+
+    def run(records):
+        data = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+        monkeypatch.setattr(sys, "stdin", _Pipe(data))
+        return Pipeline.from_dict({
+            "name": "piped", "source": {"type": "stdin"}, "aggregations": AGGREGATIONS,
+            "flush": {"max_records": 1000, "interval": "10s"},
+            "sinks": [{"type": "mongodb", "uri": uri, "database": "db", "collection": "aggregations"}]}).run()
+    monkeypatch.setattr(MongoSink, "_finish", crash)
+    with pytest.raises(RuntimeError, match="killed after"):
+        run(first)
+    monkeypatch.setattr(MongoSink, "_finish", finish)
+    (intent,) = [d["intent"] for d in streamkit_mongodb.connect(uri)["db"]["streamkit_offsets"].find()]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in first)
+    merged = data[:intent["end"] - intent["start"]].count(b"\n")  # the first flush reached every document
+    assert 0 < merged < len(first)
+    assert run(second).records_read == len(second)
+    check(uri, first[:merged] + second)
+
+
 def test_stdin_from_a_shell_pipe_with_the_cli_spelling(tmp_path):
     rng = random.Random(4)
     events = make_events(rng, 500)
