@@ -72,6 +72,8 @@ class _File:
         self.identity = (st.st_dev, st.st_ino)
         self.gz = gz
         self.read_to = 0            # offset after the last byte read (decompressed for gzip)
+        self.size_seen = st.st_size  # the largest size seen: a smaller one is a truncation
+        self.started_at = 0          # the position reading started from
         self.lines: Lines | None = None
         self.gone_at: float | None = None  # when the path stopped naming this file
         self.ended = False                 # read to its end, its last line handed out, closed
@@ -223,6 +225,7 @@ class FileSource(Source):
                 f.close()
                 self._broken(path, resume, exc)
                 return None
+        f.started_at = f.read_to
         f.lines = Lines(partition, f.read_to, self.config["max_line_bytes"])
         log.info("%s: reading %s from byte %d", self.context.name, partition, resume)
         return f
@@ -251,13 +254,15 @@ class FileSource(Source):
                 if (st.st_dev, st.st_ino) != f.identity:
                     self._retire(f, now, "was replaced (rotated)")
                     f = None
-                elif not f.gz and st.st_size < f.read_to:
+                elif not f.gz and st.st_size < f.size_seen:
                     log.warning("%s: %s was truncated to %d bytes after %d were read: reading it again from "
                                 "its start (what was written after the last read is lost)",
                                 self.context.name, path, st.st_size, f.read_to)
                     self.files.pop(path)
                     f.close()
                     f = None
+                else:
+                    f.size_seen = max(f.size_seen, st.st_size)
             if f is None:
                 started = self._open(path, complete=False)
                 if started is not None:
@@ -288,6 +293,8 @@ class FileSource(Source):
             self._broken(f.path, f.read_to, exc)
             return None, True
         if not data:
+            if f.read_to > f.started_at:  # what was read existed: a smaller file is a truncated one
+                f.size_seen = max(f.size_seen, f.read_to)
             return None, True
         assert f.lines is not None
         return f.lines.feed(data), False
