@@ -47,6 +47,19 @@ def expected_lines(data: bytes, limit: int, finished: bool) -> list[tuple[int, b
     return out
 
 
+def expected_cuts(data: bytes, limit: int, finished: bool) -> list[tuple[int, int]]:
+    """(offset, length) of every line longer than ``limit`` (the last one only if ``finished``)."""
+    out, start = [], 0
+    for piece in data.split(b"\n")[:-1]:
+        if len(piece) > limit:
+            out.append((start, len(piece)))
+        start += len(piece) + 1
+    rest = data[start:]
+    if finished and len(rest) > limit:
+        out.append((start, len(rest)))
+    return out
+
+
 @settings(max_examples=300, deadline=None)
 @given(pieces=st.lists(st.sampled_from([b"{}", b"ab", b"\r", b"\n", b"\n\n", b"x" * 7, b"\r\n", b"{\"a\":1}"]),
                        max_size=40),
@@ -69,6 +82,7 @@ def test_lines_are_the_same_however_the_bytes_arrive(pieces, cuts, limit, finish
     assert got == [(base + p, r) for p, r in expected_lines(data, limit, finished)]
     if finished:
         assert lines.position == base + len(data)
+    assert [(p, n) for p, n in lines.cuts] == [(base + p, n) for p, n in expected_cuts(data, limit, finished)]
 
 
 def test_a_reader_starting_at_any_line_start_sees_the_same_lines():
@@ -202,6 +216,26 @@ def test_a_flush_interrupted_after_its_documents_is_replayed_line_for_line(tmp_p
     result = file_pipeline(tmp_path, uri, str(tmp_path / "x.jsonl"), read_size=999).run()
     assert result.records_read == raw[start:].count(b"\n")
     check(uri, events)
+
+
+def test_an_over_long_line_is_a_dead_letter_and_the_next_lines_count(tmp_path, caplog):
+    rng = random.Random(12)
+    uri = f"mongomock://long-{uuid.uuid4().hex}"
+    events = make_events(rng, 400)
+    long_line = b'{"user_id": "' + b"x" * 5000 + b'"}'
+    write_lines(tmp_path / "x.jsonl", events[:200], extra=[long_line])
+    with open(tmp_path / "x.jsonl", "ab") as fh:
+        fh.write(b"".join(json.dumps(r).encode() + b"\n" for r in events[200:]))
+    result = file_pipeline(tmp_path, uri, str(tmp_path / "x.jsonl"), max_line_bytes=100, read_size=333).run()
+    assert (result.records_read, result.dead_letters) == (401, 1)
+    check(uri, events)
+    (dead,) = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    raw = (tmp_path / "x.jsonl").read_bytes()
+    assert dead["record"] == long_line[:100].decode() and dead["position"] == raw.index(long_line)
+    assert dead["reason"].startswith("invalid JSON")
+    assert [r.getMessage() for r in caplog.records if "max_line_bytes" in r.getMessage()] == [
+        f"source: the line at byte {raw.index(long_line)} of {dead['partition']} has {len(long_line)} bytes, "
+        f"above max_line_bytes (100): its first 100 bytes are a dead letter, the rest is skipped"]
 
 
 # -- follow: growth, rotation, truncation ---------------------------------------------------------

@@ -37,7 +37,7 @@ from typing import Any
 
 from streamkit import (REQUIRED, Batch, Duration, ListOf, OneOf, Option, Source, StreamkitError)
 
-from .lines import Lines
+from .lines import Lines, report_cuts
 
 log = logging.getLogger("streamkit.file")
 
@@ -77,11 +77,6 @@ class _File:
         self.lines: Lines | None = None
         self.gone_at: float | None = None  # when the path stopped naming this file
         self.ended = False                 # read to its end, its last line handed out, closed
-
-    @property
-    def partition(self) -> str:
-        assert self.lines is not None
-        return self.lines.partition
 
     def first_line(self, complete: bool) -> bytes | None:
         """The fingerprinted head of the file; None while its first line is still to be written
@@ -140,7 +135,6 @@ class FileSource(Source):
         self.todo: list[str] = []            # without follow: the paths still to read, in order
         self.files: dict[str, _File] = {}    # path -> the file being read there
         self.draining: list[_File] = []      # rotated away or deleted, read to their end
-        self.waiting: dict[str, tuple] = {}  # path -> identity of a file whose first line is incomplete
         self.warned: set = set()
         self.next_scan = 0.0
 
@@ -207,9 +201,7 @@ class FileSource(Source):
             return None
         if head is None:
             f.close()
-            self.waiting[path] = f.identity
             return None
-        self.waiting.pop(path, None)
         partition = f"{path}#{fingerprint(head)}"
         resume = (self.hooks.assigned([partition]) or {}).get(partition, 0)
         if resume:
@@ -297,7 +289,10 @@ class FileSource(Source):
                 f.size_seen = max(f.size_seen, f.read_to)
             return None, True
         assert f.lines is not None
-        return f.lines.feed(data), False
+        batch = f.lines.feed(data)
+        if f.lines.cuts:
+            report_cuts(f.lines, self.context.name, log)
+        return batch, False
 
     def poll(self, timeout: float) -> list[Batch] | None:
         if not self.follow:
@@ -331,6 +326,7 @@ class FileSource(Source):
             last = f.lines.finish()
             if last is not None:
                 batches.append(last)
+            report_cuts(f.lines, self.context.name, log)
         f.ended = True
         f.close()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from itertools import accumulate, repeat
 from operator import add
+from typing import Any
 
 from streamkit import Batch
 
@@ -23,7 +24,7 @@ _BLANK = (b"", b"\r")
 class Lines:
     """The line state of one stream: where the line being read starts, and its bytes so far."""
 
-    __slots__ = ("partition", "position", "max_line", "pending", "cut", "length")
+    __slots__ = ("partition", "position", "max_line", "pending", "cut", "length", "cuts")
 
     def __init__(self, partition: str, position: int, max_line: int) -> None:
         self.partition = partition
@@ -36,6 +37,8 @@ class Lines:
         #: length so far
         self.cut: bytes | None = None
         self.length = 0
+        #: (position, length) of the over-long lines cut since the source last looked (it says so)
+        self.cuts: list[tuple[int, int]] = []
 
     def feed(self, data: bytes) -> Batch | None:
         """The records ``data`` completes (None if it completes none)."""
@@ -50,6 +53,7 @@ class Lines:
                 return None
             records.append(self.cut)
             positions.append(self.position)
+            self.cuts.append((self.position, self.length + i))
             self.position += self.length + i + 1
             self.cut, self.length = None, 0
             data = data[i + 1:]
@@ -65,6 +69,7 @@ class Lines:
                 lines = [lines[i] for i in keep]
                 starts = [starts[i] for i in keep]
             if lines and max(map(len, lines)) > self.max_line:
+                self.cuts += [(p, len(line)) for p, line in zip(starts, lines) if len(line) > self.max_line]
                 lines = [line[:self.max_line] for line in lines]
             records += lines
             positions += starts
@@ -81,6 +86,7 @@ class Lines:
         first = self.position
         if self.cut is not None:
             record: bytes | None = self.cut
+            self.cuts.append((first, self.length))
             self.position += self.length
         else:
             record = None if self.pending in _BLANK else self.pending
@@ -89,3 +95,12 @@ class Lines:
         if record is None:
             return None
         return Batch(self.partition, [record], first, self.position, [first])
+
+
+def report_cuts(lines: Lines, where: str, log: Any) -> None:
+    """Say which over-long lines ``lines`` cut (their first bytes are dead letters, not silently lost)."""
+    for position, length in lines.cuts:
+        log.warning("%s: the line at byte %d of %s has %d bytes, above max_line_bytes (%d): its first %d "
+                    "bytes are a dead letter, the rest is skipped", where, position, lines.partition, length,
+                    lines.max_line, lines.max_line)
+    lines.cuts.clear()

@@ -13,6 +13,7 @@ millisecond (a GB/s) would be needed for one run's positions to reach the next r
 """
 from __future__ import annotations
 
+import logging
 import os
 import select
 import sys
@@ -21,7 +22,9 @@ from typing import Any
 
 from streamkit import Batch, Option, Source
 
-from .lines import Lines
+from .lines import Lines, report_cuts
+
+log = logging.getLogger("streamkit.stdin")
 
 PARTITION = "stdin"
 
@@ -62,6 +65,9 @@ class StdinSource(Source):
         if not data:
             self.done = True
             last = self.lines.finish()
+            report_cuts(self.lines, self.context.name, log)
             return [last] if last is not None else None
         batch = self.lines.feed(data)
+        if self.lines.cuts:
+            report_cuts(self.lines, self.context.name, log)
         return [batch] if batch is not None else []
