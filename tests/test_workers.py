@@ -136,3 +136,32 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
     proc.wait()
     _, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive, "workers outlived their supervisor"
+
+
+def test_a_worker_stopped_by_bad_input_stops_all_with_its_one_line(tmp_path):
+    import gzip
+    for i in range(8):
+        (tmp_path / f"f{i}.jsonl").write_text('{"k": 1}\n' * 100)
+    data = gzip.compress(b'{"k": 1}\n' * 20000)
+    (tmp_path / "broken.jsonl.gz").write_bytes(data[:len(data) // 2])
+    p = write(tmp_path, PIPELINE.format(source=json.dumps({"type": "file", "path": str(tmp_path / "*.jsonl*")})))
+    out = cli("run", p, "--workers", "2", "-q")
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("streamkit: error:")]
+    assert len(errors) == 1 and f"cannot read '{tmp_path / 'broken.jsonl.gz'}'" in errors[0], out.stderr
+    assert out.stdout == ""  # no summary: the run failed
+
+
+def test_a_worker_that_keeps_dying_stops_all(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"k": 1}\n' * 10)
+    p = write(tmp_path, "name: w\nsource: " + json.dumps({"type": "file", "path": str(tmp_path / "*.jsonl")}) +
+              "\naggregations: [{name: n, type: count, group_by: [k]}]\n"
+              "sinks: [{type: mongodb, uri: 'mongodb://127.0.0.1:9', connect_timeout: 0.2s, retry_for: 0.2s}]\n")
+    out = cli("run", p, "--workers", "2", "-q")
+    assert out.returncode == 1, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("streamkit: error: worker")]
+    assert len(errors) == 1 and "its 5th death within 60s; stopped the other workers" in errors[0], out.stderr
+    which = errors[0].split()[3]
+    waits = [line.split(" in ")[-1] for line in out.stderr.splitlines()
+             if line.startswith(f"streamkit: worker {which} ") and "starting it again in" in line]
+    assert waits == ["0.5s", "1s", "2s", "4s"], out.stderr
