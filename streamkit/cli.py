@@ -97,7 +97,7 @@ def _supervise(pipeline: Any, args: argparse.Namespace, workers: int) -> int:
             *[f"--set={item}" for item in args.set]]
     if args.duration is not None:
         argv += ["--duration", str(args.duration)]
-    result = Supervisor(argv, workers, progress=not args.quiet, file=args.file).run()
+    result = Supervisor(argv, workers, progress=not args.quiet).run()
     print(json.dumps(result.as_dict()) if args.json else result)
     return 1 if result.stuck else 0
 

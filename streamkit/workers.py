@@ -84,6 +84,7 @@ class _Worker:
         self.count = count
         self.argv = argv
         self.proc: subprocess.Popen | None = None
+        self.reader: threading.Thread | None = None
         self.latest: dict = {}
         self.final: dict | None = None
         self.finals: list[dict] = []      # of every start that stopped cleanly
@@ -98,9 +99,9 @@ class _Worker:
         self.proc = subprocess.Popen(cmd, pass_fds=(write,))
         os.close(write)
         self.latest, self.final = {}, None
-        reader = os.fdopen(read, "r")
-        threading.Thread(target=self._read, args=(reader,), name=f"streamkit-worker-{self.index}",
-                         daemon=True).start()
+        self.reader = threading.Thread(target=self._read, args=(os.fdopen(read, "r"),),
+                                       name=f"streamkit-worker-{self.index}", daemon=True)
+        self.reader.start()
 
     def _read(self, reader: IO[str]) -> None:
         with reader:
@@ -120,10 +121,9 @@ class _Worker:
 
 
 class Supervisor:
-    def __init__(self, argv: list[str], count: int, progress: bool, file: str) -> None:
+    def __init__(self, argv: list[str], count: int, progress: bool) -> None:
         self.workers = [_Worker(i, count, argv) for i in range(count)]
         self.progress = Progress(enabled=None if progress else False)
-        self.file = file
         self.stopping = False
         self.restarts = 0
         self.failure: StreamkitError | None = None
@@ -177,7 +177,8 @@ class Supervisor:
             code = w.proc.poll()
             if code is None:
                 continue
-            time.sleep(0.05)  # the reader thread takes the final line the worker wrote before exiting
+            if w.reader is not None:  # the pipe ends with the worker: its last line is read by then
+                w.reader.join(5)
             if w.final is not None:
                 w.finals.append(w.final)
             w.proc = None

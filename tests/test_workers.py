@@ -165,3 +165,14 @@ def test_a_worker_that_keeps_dying_stops_all(tmp_path):
     waits = [line.split(" in ")[-1] for line in out.stderr.splitlines()
              if line.startswith(f"streamkit: worker {which} ") and "starting it again in" in line]
     assert waits == ["0.5s", "1s", "2s", "4s"], out.stderr
+
+
+def test_the_dashboard_of_workers_is_served_once(tmp_path):
+    for i in range(6):
+        (tmp_path / f"f{i}.jsonl").write_text('{"k": 1}\n' * 50)
+    p = write(tmp_path, "name: w\nsource: " + json.dumps({"type": "file", "path": str(tmp_path / "*.jsonl")}) +
+              "\naggregations: [{name: n, type: count, group_by: [k]}]\n"
+              "sinks: [{type: mongodb, uri: 'mongomock://w'}]\ndashboard: {port: 38301}\n")
+    out = cli("run", p, "--workers", "2", "-q")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("dashboard: http://127.0.0.1:38301/") == 1, out.stdout
