@@ -83,13 +83,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if result.stuck else 0
 
 
+def _check_split(pipeline: Any, workers: int, given: str) -> None:
+    """Refuse more than one worker for a source type that cannot be split (one line, exit code 2)."""
+    if workers > 1 and not pipeline.source_class.splittable:
+        raise pipeline.config_error(("source", "type"), f"a {pipeline.source_type} source cannot be split over "
+                                                        f"several processes ({given} {workers}); run one")
+
+
 def _supervise(pipeline: Any, args: argparse.Namespace, workers: int) -> int:
     from .workers import Supervisor
-    spec = pipeline.spec
     given = "--workers" if args.workers else "workers:"
-    if not pipeline.source_class.splittable:
-        raise pipeline.config_error(("source", "type"), f"a {spec.source.type} source cannot be split over "
-                                                        f"several processes ({given} {workers}); run one")
+    _check_split(pipeline, workers, given)
     if args.max_events is not None:
         raise UsageError(f"--max-events counts the records of one process; it cannot be combined with "
                          f"{given} {workers}")
@@ -121,8 +125,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
     p = Pipeline.from_yaml(args.file, overrides=args.set)
     spec = p.spec
+    _check_split(p, spec.workers, "workers:")
+    workers = f", {spec.workers} workers" if spec.workers > 1 else ""
     print(f"{args.file}: ok — source {spec.source.type}, {len(spec.aggregations)} aggregations, "
-          f"sinks {', '.join(s.type for s in spec.sinks)}")
+          f"sinks {', '.join(s.type for s in spec.sinks)}{workers}")
     return 0
 
 

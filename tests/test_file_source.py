@@ -293,6 +293,53 @@ def test_follow_reads_growth_new_files_rotation_and_truncation(tmp_path):
     check(uri, written)
 
 
+def test_follow_reads_a_gzip_file_once_its_stream_is_complete(tmp_path):
+    """A .gz still being written ends short of its stream's end: it is tried again at the next
+    scan, and the records read from its first part are read again (the engine drops them with the
+    new assignment) rather than counted twice."""
+    rng = random.Random(13)
+    uri = f"mongomock://gz-{uuid.uuid4().hex}"
+    events = make_events(rng, 3000)
+    plain = b"".join(json.dumps(r).encode() + b"\n" for r in events)
+    data = gzip.compress(plain)
+    pipeline = file_pipeline(tmp_path, uri, str(tmp_path / "*.gz"), interval="0.1s", follow=True,
+                             scan_interval="0.05s")
+    import streamkit_mongodb
+    offsets = streamkit_mongodb.connect(uri)["db"]["streamkit_offsets"]
+
+    def writer():
+        try:
+            with open(tmp_path / "late.jsonl.gz", "wb") as fh:
+                fh.write(data[:len(data) // 2])
+                fh.flush()
+                time.sleep(0.5)
+                fh.write(data[len(data) // 2:])
+            deadline = time.monotonic() + 30  # until the whole content is stored as merged
+            while time.monotonic() < deadline and [d.get("position") for d in offsets.find()] != [len(plain)]:
+                time.sleep(0.02)
+            time.sleep(0.3)  # were anything read twice, it would be by now
+        finally:
+            pipeline.stop()
+    thread = threading.Thread(target=writer)
+    thread.start()
+    pipeline.run()
+    thread.join()
+    check(uri, events)
+
+
+def test_a_file_rewritten_shorter_with_the_same_first_line_is_not_read_twice(tmp_path, caplog):
+    rng = random.Random(14)
+    uri = f"mongomock://short-{uuid.uuid4().hex}"
+    events = make_events(rng, 1000)
+    write_lines(tmp_path / "x.jsonl", events)
+    file_pipeline(tmp_path, uri, str(tmp_path / "x.jsonl")).run()
+    write_lines(tmp_path / "x.jsonl", events[:300])  # the same first line, shorter than the stored position
+    again = file_pipeline(tmp_path, uri, str(tmp_path / "x.jsonl")).run()
+    assert again.records_read == 0
+    check(uri, events)
+    assert any("shorter than its stored position" in r.getMessage() for r in caplog.records)
+
+
 # -- stdin ----------------------------------------------------------------------------------------
 
 class _Pipe:

@@ -41,9 +41,12 @@ def test_a_source_that_cannot_be_split_is_refused_in_one_line(tmp_path, how):
     p = write(tmp_path, PIPELINE.format(source="{type: generator}") + ("workers: 3\n" if how == "file" else ""))
     out = cli("run", p, *(["--workers", "3"] if how == "flag" else []))
     given = "--workers 3" if how == "flag" else "workers: 3"
-    assert out.returncode == 2
-    assert out.stderr.strip() == (f"streamkit: error: {p}:3: source.type: a generator source cannot be split "
-                                  f"over several processes ({given}); run one")
+    line = (f"streamkit: error: {p}:3: source.type: a generator source cannot be split over several processes "
+            f"({given}); run one")
+    assert out.returncode == 2 and out.stderr.strip() == line
+    if how == "file":  # validate says so too
+        checked = cli("validate", p)
+        assert checked.returncode == 2 and checked.stderr.strip() == line
 
 
 @pytest.mark.parametrize("value, message", [("0", "expected at least 1, got 0"), ("two", "expected an integer")])
