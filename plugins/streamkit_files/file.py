@@ -15,8 +15,9 @@ Without ``follow`` the files that match when the pipeline starts are read one af
 every ``scan_interval``, and follows a path through rotations like ``tail -F``:
 
 - renamed or deleted (the path names another file, or none): the old file is read to its end
-  through the descriptor still open, until it has not grown for one ``scan_interval``; then the
-  file now at the path is read from its start, as its own partition;
+  through the descriptor still open, and closed once it is at its end at least one
+  ``scan_interval`` after the rotation was noticed; the file now at the path is read from its
+  start, as its own partition;
 - truncated in place (``copytruncate``: the file is shorter than what was read): what was
   written after the last read and before the truncation is gone; the file is read from its start
   again as soon as its first line is complete (a new fingerprint, a new partition).
