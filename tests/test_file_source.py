@@ -464,3 +464,20 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path, case):
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and want in lines[0] and "bad.yaml:3: source.path: " in lines[0], out.stderr
+
+
+def test_the_files_example_runs(tmp_path):
+    from pathlib import Path
+    rng = random.Random(15)
+    events = make_events(rng, 2000)
+    write_lines(tmp_path / "a.jsonl", events[:1200], extra=[b"oops"])
+    write_lines(tmp_path / "b.jsonl.gz", events[1200:], gz=True)
+    example = Path(__file__).resolve().parent.parent / "examples" / "files.yaml"
+    env = {**os.environ, "FILES": str(tmp_path / "*.jsonl*"), "MONGO_URI": "mongomock://example",
+           "DEAD_LETTERS": str(tmp_path / "dead.jsonl")}
+    out = subprocess.run([sys.executable, "-m", "streamkit", "run", str(example), "-q", "--json"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (result["records_read"], result["dead_letters"], result["stopped_by"]) == (2001, 1, "source_finished")
+    assert json.loads((tmp_path / "dead.jsonl").read_text())["record"] == "oops"
