@@ -100,6 +100,16 @@ def test_a_reader_starting_at_any_line_start_sees_the_same_lines():
         assert got == [x for x in everything if x[0] >= start]
 
 
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300).map(lambda b: b.replace(b"x", b"\n")), block=st.integers(1, 40))
+def test_after_last_line_finds_the_end_of_the_last_complete_line(tmp_path_factory, data, block):
+    from streamkit_files.file import after_last_line
+    path = tmp_path_factory.mktemp("end") / "f"
+    path.write_bytes(data)
+    with open(path, "rb") as fh:
+        assert after_last_line(fh.fileno(), len(data), block) == data.rfind(b"\n") + 1
+
+
 def test_share_gives_every_file_to_one_worker():
     paths = [f"/data/f{i}.jsonl" for i in range(400)]
     for n in (1, 2, 3, 8):
@@ -291,6 +301,41 @@ def test_follow_reads_growth_new_files_rotation_and_truncation(tmp_path):
     thread.join()
     assert result.records_read == len(written) == 2400
     check(uri, written)
+
+
+def test_follow_from_the_end_skips_what_was_there_and_reads_new_files_whole(tmp_path):
+    rng = random.Random(16)
+    uri = f"mongomock://end-{uuid.uuid4().hex}"
+    old, new, other = make_events(rng, 500), make_events(rng, 300), make_events(rng, 200)
+    data = write_lines(tmp_path / "app.log", old)
+    with open(tmp_path / "app.log", "ab") as fh:  # a line being written when the run starts: it counts
+        fh.write(json.dumps(new[0]).encode()[:10])
+    pipeline = file_pipeline(tmp_path, uri, str(tmp_path / "*.log"), interval="0.05s", follow=True,
+                             scan_interval="0.05s", start="end", read_size=777)
+
+    def writer():
+        try:
+            time.sleep(0.5)
+            with open(tmp_path / "app.log", "ab") as fh:
+                fh.write(json.dumps(new[0]).encode()[10:] + b"\n")
+                fh.write(b"".join(json.dumps(r).encode() + b"\n" for r in new[1:]))
+            write_lines(tmp_path / "other.log", other)  # appears later: read from its start
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (pipeline.result is None or pipeline.result.records_read < 500):
+                time.sleep(0.02)
+            time.sleep(0.2)
+        finally:
+            pipeline.stop()
+    thread = threading.Thread(target=writer)
+    thread.start()
+    result = pipeline.run()
+    thread.join()
+    assert result.records_read == 500
+    check(uri, new + other)
+    import streamkit_mongodb
+    first = {d["partition"].rsplit("/", 1)[1].split("#")[0]: d["position"]
+             for d in streamkit_mongodb.connect(uri)["db"]["streamkit_offsets"].find()}
+    assert first["app.log"] == (tmp_path / "app.log").stat().st_size > len(data)
 
 
 def test_follow_reads_a_gzip_file_once_its_stream_is_complete(tmp_path):

@@ -63,6 +63,18 @@ def share(path: str, workers: int) -> int:
     return int.from_bytes(digest, "big") % workers
 
 
+def after_last_line(fd: int, size: int, block: int = 65536) -> int:
+    """The offset after the last ``\\n`` among the first ``size`` bytes of a file (0 if none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - block)
+        i = os.pread(fd, end - start, start).rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        end = start
+    return 0
+
+
 class _File:
     """One open file being read: its descriptor, what it is, where its lines stand."""
 
@@ -119,6 +131,9 @@ class FileSource(Source):
         "path": Option(ListOf(str), REQUIRED, "file, glob pattern (`*`, `?`, `[..]`, `**`) or a list of them"),
         "follow": Option(bool, False, "keep reading as files grow and appear, through rotations "
                                       "(like tail -F); otherwise end after the last line"),
+        "start": Option(OneOf("beginning", "end"), "beginning",
+                        "with follow, where a file that is there at start-up and has no stored position "
+                        "starts: its beginning, or after its last complete line (tail -F -n 0)"),
         "compression": Option(OneOf("auto", "gzip", "none"), "auto",
                               "gzip or plain; auto: gzip when a file starts with gzip's magic bytes"),
         "scan_interval": Option(Duration, 1.0, "with follow: how often to look for new and rotated files"),
@@ -138,6 +153,7 @@ class FileSource(Source):
         self.draining: list[_File] = []      # rotated away or deleted, read to their end
         self.warned: set = set()
         self.next_scan = 0.0
+        self.there_at_start: set = set()  # (device, inode) of the files there when a follow began
 
     # -- finding files ----------------------------------------------------------------------
     def _matches(self) -> list[str]:
@@ -160,6 +176,13 @@ class FileSource(Source):
     def open(self, hooks: Any) -> None:
         self.hooks = hooks
         if self.follow:
+            if self.config["start"] == "end":
+                for path in self._matches():
+                    try:
+                        st = os.stat(path)
+                    except OSError:
+                        continue
+                    self.there_at_start.add((st.st_dev, st.st_ino))
             self._scan(time.monotonic())
             return
         self.todo = self._matches()
@@ -204,7 +227,10 @@ class FileSource(Source):
             f.close()
             return None
         partition = f"{path}#{fingerprint(head)}"
-        resume = (self.hooks.assigned([partition]) or {}).get(partition, 0)
+        stored = self.hooks.assigned([partition]) or {}
+        resume = stored.get(partition, 0)
+        if partition not in stored and f.identity in self.there_at_start and not gz:
+            resume = after_last_line(raw.fileno(), st.st_size)
         if resume:
             size = f.size() if not gz else None
             if size is not None and resume > size:
