@@ -250,6 +250,21 @@ def test_an_over_long_line_is_a_dead_letter_and_the_next_lines_count(tmp_path, c
 
 # -- follow: growth, rotation, truncation ---------------------------------------------------------
 
+def run_while(pipeline, writer):
+    """Run ``pipeline`` while ``writer()`` writes its files on a thread; stop it when the writer is done."""
+    def write():
+        try:
+            writer()
+        finally:
+            pipeline.stop()
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        return pipeline.run()
+    finally:
+        thread.join()
+
+
 def test_follow_reads_growth_new_files_rotation_and_truncation(tmp_path):
     rng = random.Random(9)
     uri = f"mongomock://follow-{uuid.uuid4().hex}"
@@ -275,30 +290,24 @@ def test_follow_reads_growth_new_files_rotation_and_truncation(tmp_path):
         raise AssertionError(f"read {pipeline.result.records_read} of {len(written)}")
 
     def writer():
-        try:
-            append(log, batches[0])
-            settle()
-            append(log, batches[1])           # growth
-            append(other, batches[2])         # a new file
-            settle()
-            os.rename(log, tmp_path / "app.log.1")  # rotation: renamed, written a little more, replaced
-            append(tmp_path / "app.log.1", batches[3][:50])
-            append(log, batches[3][50:])
-            settle()
-            with open(other, "r+b") as fh:    # copytruncate
-                fh.truncate(0)
-            time.sleep(0.3)
-            append(other, batches[4])
-            settle()
-            os.remove(tmp_path / "app.log.1")
-            append(log, batches[5])
-            settle()
-        finally:
-            pipeline.stop()
-    thread = threading.Thread(target=writer)
-    thread.start()
-    result = pipeline.run()
-    thread.join()
+        append(log, batches[0])
+        settle()
+        append(log, batches[1])           # growth
+        append(other, batches[2])         # a new file
+        settle()
+        os.rename(log, tmp_path / "app.log.1")  # rotation: renamed, written a little more, replaced
+        append(tmp_path / "app.log.1", batches[3][:50])
+        append(log, batches[3][50:])
+        settle()
+        with open(other, "r+b") as fh:    # copytruncate
+            fh.truncate(0)
+        time.sleep(0.3)
+        append(other, batches[4])
+        settle()
+        os.remove(tmp_path / "app.log.1")
+        append(log, batches[5])
+        settle()
+    result = run_while(pipeline, writer)
     assert result.records_read == len(written) == 2400
     check(uri, written)
 
@@ -314,22 +323,16 @@ def test_follow_from_the_end_skips_what_was_there_and_reads_new_files_whole(tmp_
                              scan_interval="0.05s", start="end", read_size=777)
 
     def writer():
-        try:
-            time.sleep(0.5)
-            with open(tmp_path / "app.log", "ab") as fh:
-                fh.write(json.dumps(new[0]).encode()[10:] + b"\n")
-                fh.write(b"".join(json.dumps(r).encode() + b"\n" for r in new[1:]))
-            write_lines(tmp_path / "other.log", other)  # appears later: read from its start
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and (pipeline.result is None or pipeline.result.records_read < 500):
-                time.sleep(0.02)
-            time.sleep(0.2)
-        finally:
-            pipeline.stop()
-    thread = threading.Thread(target=writer)
-    thread.start()
-    result = pipeline.run()
-    thread.join()
+        time.sleep(0.5)
+        with open(tmp_path / "app.log", "ab") as fh:
+            fh.write(json.dumps(new[0]).encode()[10:] + b"\n")
+            fh.write(b"".join(json.dumps(r).encode() + b"\n" for r in new[1:]))
+        write_lines(tmp_path / "other.log", other)  # appears later: read from its start
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (pipeline.result is None or pipeline.result.records_read < 500):
+            time.sleep(0.02)
+        time.sleep(0.2)
+    result = run_while(pipeline, writer)
     assert result.records_read == 500
     check(uri, new + other)
     import streamkit_mongodb
@@ -353,22 +356,16 @@ def test_follow_reads_a_gzip_file_once_its_stream_is_complete(tmp_path):
     offsets = streamkit_mongodb.connect(uri)["db"]["streamkit_offsets"]
 
     def writer():
-        try:
-            with open(tmp_path / "late.jsonl.gz", "wb") as fh:
-                fh.write(data[:len(data) // 2])
-                fh.flush()
-                time.sleep(0.5)
-                fh.write(data[len(data) // 2:])
-            deadline = time.monotonic() + 30  # until the whole content is stored as merged
-            while time.monotonic() < deadline and [d.get("position") for d in offsets.find()] != [len(plain)]:
-                time.sleep(0.02)
-            time.sleep(0.3)  # were anything read twice, it would be by now
-        finally:
-            pipeline.stop()
-    thread = threading.Thread(target=writer)
-    thread.start()
-    pipeline.run()
-    thread.join()
+        with open(tmp_path / "late.jsonl.gz", "wb") as fh:
+            fh.write(data[:len(data) // 2])
+            fh.flush()
+            time.sleep(0.5)
+            fh.write(data[len(data) // 2:])
+        deadline = time.monotonic() + 30  # until the whole content is stored as merged
+        while time.monotonic() < deadline and [d.get("position") for d in offsets.find()] != [len(plain)]:
+            time.sleep(0.02)
+        time.sleep(0.3)  # were anything read twice, it would be by now
+    run_while(pipeline, writer)
     check(uri, events)
 
 
