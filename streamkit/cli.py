@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from .errors import StreamkitError
 
@@ -42,9 +42,35 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of processes, at least 1, got {text!r}")
+    return value
+
+
+def _worker(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected INDEX/COUNT with 0 <= INDEX < COUNT, got {text!r}")
+    return i, n
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
     pipeline = Pipeline.from_yaml(args.file, overrides=args.set)
+    if args.worker is not None:
+        return _run_worker(pipeline, args)
+    workers = args.workers or pipeline.spec.workers
+    if workers > 1:
+        return _supervise(pipeline, args, workers)
     result = pipeline.run(max_events=args.max_events, duration=args.duration, progress=not args.quiet)
     if args.json:
         import json
@@ -54,12 +80,53 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if result.stuck else 0
 
 
+def _check_split(pipeline: Any, workers: int, given: str) -> None:
+    """Refuse more than one worker for a source type that cannot be split (one line, exit code 2)."""
+    if workers > 1 and not pipeline.source_class.splittable:
+        raise pipeline.config_error(("source", "type"), f"a {pipeline.source_type} source cannot be split over "
+                                                        f"several processes ({given} {workers}); run one")
+
+
+def _supervise(pipeline: Any, args: argparse.Namespace, workers: int) -> int:
+    from .workers import Supervisor
+    given = "--workers" if args.workers else "workers:"
+    _check_split(pipeline, workers, given)
+    if args.max_events is not None:
+        raise UsageError(f"--max-events counts the records of one process; it cannot be combined with "
+                         f"{given} {workers}")
+    argv = [sys.executable, "-m", "streamkit", *["-v"] * args.verbose, "run", args.file, "--quiet",
+            *[f"--set={item}" for item in args.set]]
+    if args.duration is not None:
+        argv += ["--duration", str(args.duration)]
+    result = Supervisor(argv, workers, progress=not args.quiet).run()
+    import json
+    print(json.dumps(result.as_dict()) if args.json else result)
+    return 1 if result.stuck else 0
+
+
+def _run_worker(pipeline: Any, args: argparse.Namespace) -> int:
+    """One process of ``--workers``: reports its counters to the supervisor's pipe."""
+    from .workers import Report, watch_supervisor
+    pipeline.worker = args.worker
+    report = Report(args.report_fd) if args.report_fd is not None else None
+    if args.supervisor is not None:
+        watch_supervisor(args.supervisor, pipeline.stop)
+    result = pipeline.run(duration=args.duration, progress=report if report is not None else False)
+    if report is not None:
+        report.final(result)
+    else:
+        print(result)
+    return 1 if result.stuck else 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
     p = Pipeline.from_yaml(args.file, overrides=args.set)
     spec = p.spec
+    _check_split(p, spec.workers, "workers:")
+    workers = f", {spec.workers} workers" if spec.workers > 1 else ""
     print(f"{args.file}: ok — source {spec.source.type}, {len(spec.aggregations)} aggregations, "
-          f"sinks {', '.join(s.type for s in spec.sinks)}")
+          f"sinks {', '.join(s.type for s in spec.sinks)}{workers}")
     return 0
 
 
@@ -153,6 +220,11 @@ def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
                      help="override an option, e.g. --set source.rate=0 (repeatable)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress line")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--workers", type=_workers, metavar="N",
+                     help="run N processes of the pipeline, supervised (default: the file's workers:, or 1)")
+    run.add_argument("--worker", type=_worker, help=argparse.SUPPRESS)  # one of them: INDEX/COUNT
+    run.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)  # its counters go to this pipe
+    run.add_argument("--supervisor", type=int, help=argparse.SUPPRESS)  # stop when this process is gone
     run.set_defaults(func=_cmd_run)
 
     val = sub.add_parser("validate", help="check a pipeline file without running it")
@@ -207,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
             traceback.print_exc()
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        print(f"streamkit: error: {message}", file=sys.stderr)
+        if message:  # empty: a worker of --workers already said why
+            print(f"streamkit: error: {message}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         # The reader went away (`streamkit plugins | head`): stop quietly, as other tools do.

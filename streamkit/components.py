@@ -30,7 +30,8 @@ class Batch:
     ``records`` are raw (``bytes``/``str`` JSON) unless ``decoded`` is true, in which
     case they are dicts already. ``first`` is the position of the first record and
     ``next`` the position to resume from after the last one. ``positions`` is given
-    only when positions are not contiguous (Kafka offsets after compaction).
+    only when positions are not contiguous (Kafka offsets after compaction, the byte offsets of
+    lines in a file): then the position after a record is the next record's (or ``next``).
     """
 
     partition: str
@@ -220,6 +221,13 @@ class Context:
         """The pipeline file, for messages (None when there is no pipeline)."""
         return self.pipeline.file if self.pipeline is not None else None
 
+    @property
+    def worker(self) -> tuple[int, int]:
+        """``(index, count)``: this process is worker ``index`` of ``count`` started by
+        ``streamkit run --workers count``; ``(0, 1)`` in a process of its own. A
+        :attr:`Source.splittable` source that divides its input itself reads its share from it."""
+        return self.pipeline.worker if self.pipeline is not None else (0, 1)
+
 
 class PluginType:
     """The base of every type a plugin registers under a name (sources, sinks, dead-letter
@@ -251,6 +259,12 @@ class SourceHooks(Protocol):
 
 class Source(PluginType):
     """Yields batches. Positions are acknowledged through :meth:`commit` after sinks flushed."""
+
+    #: can ``streamkit run --workers N`` run N processes of this source at once, each reading a
+    #: share of its partitions? True for a source whose processes share the partitions among
+    #: themselves (members of one Kafka consumer group) or that reads only its share of them
+    #: (:attr:`Context.worker`). False (the default) makes ``--workers`` above 1 refuse to start.
+    splittable: ClassVar[bool] = False
 
     def open(self, hooks: SourceHooks) -> None:
         """Connect and take partitions (call ``hooks.assigned`` for each assignment)."""

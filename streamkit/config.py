@@ -13,8 +13,9 @@ from .records import MAX_KEY_BYTES
 from .windows import parse_window
 from .yamlfile import Located, key_path
 
-TOP_LEVEL = ["name", "source", "aggregations", "sinks", "flush", "dead_letter", "plugins", "delivery",
+TOP_LEVEL = ["name", "source", "aggregations", "sinks", "flush", "dead_letter", "plugins", "delivery", "workers",
              "lateness", "late", "idle_timeout"]
+WORKERS = Option(int, 1, "processes `streamkit run` starts (see --workers)", min=1, max=1024)
 
 FLUSH_OPTIONS = {
     "interval": Option(Duration, 1.0, "flush at least this often"),
@@ -71,6 +72,7 @@ class PipelineSpec:
     flush_max_records: int
     delivery: str
     plugins: list[str]
+    workers: int = 1
     sections: dict[str, dict | None] = field(default_factory=dict)
     idle_timeout: float = 30.0
     file: str | None = None
@@ -256,6 +258,9 @@ def build_spec(loc: Located, *, plugin_manager=None) -> PipelineSpec:
     except ValueError as exc:
         raise loc.error(("delivery",), str(exc)) from None
 
+    workers = check_options({"workers": WORKERS}, {k: v for k, v in data.items() if k == "workers"},
+                            loc.error)["workers"]
+
     sections: dict[str, dict | None] = {}
     for sec_name, reg in registry.sections.items():
         raw = data.get(sec_name)
@@ -273,7 +278,7 @@ def build_spec(loc: Located, *, plugin_manager=None) -> PipelineSpec:
                         dead_letter=dead_letter, flush_interval=flush["interval"],
                         flush_max_records=flush["max_records"], delivery=delivery,
                         idle_timeout=closing["idle_timeout"],
-                        plugins=module_names, sections=sections, file=loc.file, registry=registry,
+                        plugins=module_names, workers=workers, sections=sections, file=loc.file, registry=registry,
                         located=loc)
 
 

@@ -81,10 +81,12 @@ class Replays:
 
 
 def head(batch: Batch, n: int) -> Batch:
-    """The first ``n`` records of ``batch``."""
-    positions = batch.positions[:n] if batch.positions is not None else None
-    last = positions[-1] if positions else batch.first + n - 1
-    return Batch(batch.partition, batch.records[:n], batch.first, last + 1, positions, batch.decoded)
+    """The first ``n`` records of ``batch``. Where positions are listed, the head ends where the
+    next record starts (a line's byte offset: the position after a record is not its own plus one)."""
+    if batch.positions is None:
+        return Batch(batch.partition, batch.records[:n], batch.first, batch.first + n, None, batch.decoded)
+    following = batch.positions[n] if n < len(batch.positions) else batch.next
+    return Batch(batch.partition, batch.records[:n], batch.first, following, batch.positions[:n], batch.decoded)
 
 
 def tail(batch: Batch, n: int) -> Batch:

@@ -30,6 +30,8 @@ class Pipeline:
         self.sinks: list = []
         self.dead_letter: Any = None
         self.engine: Engine | None = None
+        #: (index, count) among the processes of ``streamkit run --workers``; see Context.worker
+        self.worker: tuple[int, int] = (0, 1)
 
     # -- construction -------------------------------------------------------------------
     @classmethod

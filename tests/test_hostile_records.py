@@ -154,13 +154,42 @@ def _stored(coll) -> dict:
     return out
 
 
+NEWLINE = b"\n"
+
+
+def as_files(partitions: dict, folder) -> tuple[dict, dict]:
+    """The partitions as files of JSON lines in ``folder`` (an empty record is a blank line, no
+    record): the ``file`` source reading them, and (file partition, byte offset) -> (partition,
+    index) of every record."""
+    from streamkit_files.file import fingerprint
+    where = {}
+    for p_, rs in partitions.items():
+        path = folder / f"{p_.replace('/', '_')}.jsonl"
+        data = b"".join(r + b"\n" for r in rs)
+        path.write_bytes(data)
+        name = f"{path}#{fingerprint(data[:data.find(NEWLINE) + 1][:1024])}" if data else None  # at most 1 KiB
+        offset = 0
+        for i, r in enumerate(rs):
+            where[(name, offset)] = (p_, i)
+            offset += len(r) + 1
+    return {"type": "file", "path": str(folder / "*.jsonl")}, where
+
+
 def check_run(partitions: dict, aggs: list[dict], batch: int, max_records: int, key_bytes: int,
-              uri: str, letters: list, decoded: bool = False) -> None:
-    """Run the stream into the mongodb sink at ``uri`` and compare with the truth."""
+              uri: str, letters: list, decoded: bool = False, files=None) -> None:
+    """Run the stream into the mongodb sink at ``uri`` and compare with the truth; with ``files``
+    (a folder) through the ``file`` source reading it as files of JSON lines, ``batch`` * 13 bytes
+    at a time."""
     database = f"hostile_{uuid.uuid4().hex[:10]}"
+    source = {"type": "list", "partitions": partitions, "batch": batch, "decoded": decoded}
+    where = None
+    if files is not None:
+        partitions = {p_: [r for r in rs if r] for p_, rs in partitions.items()}  # a blank line is no record
+        source, where = as_files(partitions, files)
+        source["read_size"] = batch * 13
     p = Pipeline.from_dict({
         "name": database,
-        "source": {"type": "list", "partitions": partitions, "batch": batch, "decoded": decoded},
+        "source": source,
         "aggregations": _spec_aggs(aggs, key_bytes),
         "sinks": [{"type": "mongodb", "uri": uri, "database": database, "connect_timeout": "5s"}],
         "flush": {"interval": "1h", "max_records": max_records},
@@ -178,6 +207,9 @@ def check_run(partitions: dict, aggs: list[dict], batch: int, max_records: int, 
             client.close()
     want, bad = hostile_truth(partitions, aggs, max_key_bytes=key_bytes)
     total = sum(len(v) for v in partitions.values())
+    if where is not None:  # the line of each dead letter, by its file and byte offset
+        for dl in letters:
+            dl.partition, dl.position = where[(dl.partition, dl.position)]
     assert {(dl.partition, dl.position) for dl in letters} == bad
     assert len(letters) == len(bad) == result.dead_letters
     raw_at = {(p_, i): r for p_, rs in partitions.items() for i, r in enumerate(rs)}
@@ -223,6 +255,18 @@ aggregation_sets = st.lists(st.sampled_from(CANDIDATES), min_size=1, max_size=4,
 def test_hostile_streams_count_every_good_record_once_and_dead_letter_the_rest(
         capture_dead_letters, partitions, aggs, batch, max_records, key_bytes):
     check_run(partitions, aggs, batch, max_records, key_bytes, "mongomock://hostile", capture_dead_letters)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(partitions=streams, aggs=aggregation_sets, batch=st.integers(1, 12), max_records=st.integers(1, 40),
+       key_bytes=st.sampled_from([1024, 16]))
+def test_hostile_lines_in_files_are_read_as_kafka_records_are(
+        capture_dead_letters, tmp_path_factory, partitions, aggs, batch, max_records, key_bytes):
+    """The same streams as lines of files: the file source hands the engine the same raw bytes, so
+    the same records count and the same ones are dead letters, each at its file and byte offset."""
+    check_run(partitions, aggs, batch, max_records, key_bytes, "mongomock://hostile", capture_dead_letters,
+              files=tmp_path_factory.mktemp("lines"))
 
 
 # a source that hands over objects, not text: values JSON cannot carry

@@ -93,7 +93,7 @@ def startup(pipeline) -> None:
     # A client of its own: the final status is written at shutdown, after the sink closed its client.
     running.client = aggregates.connect()
     db = running.client[aggregates.database]
-    if cfg["serve"]:
+    if cfg["serve"] and pipeline.worker[0] == 0:  # of --workers, one serves (the status is per process)
         store = DashboardStore(db, aggregates.collection,
                                fields=_fields(cfg), metas=[AggMeta.from_spec(a) for a in pipeline.aggregations])
         running.server = DashboardServer(store, host=cfg["host"], port=cfg["port"], token=cfg["auth_token"],

@@ -31,6 +31,8 @@ log = logging.getLogger("streamkit.kafka")
 class KafkaSource(Source):
     """Reads JSON records from Kafka topics as a consumer-group member; commits after sinks flushed."""
 
+    splittable = True  # processes of one consumer group share the partitions
+
     options = {
         **connection_options(),
         "topic": Option(ListOf(str), REQUIRED, "topic to read (or a list of topics)"),
