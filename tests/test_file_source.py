@@ -477,11 +477,16 @@ def test_stdin_from_a_shell_pipe_with_the_cli_spelling(tmp_path):
 
 # -- bad input ------------------------------------------------------------------------------------
 
-def run_cli(tmp_path, source: dict, *extra: str):
+#: as root, the command without the power to read any file (root's CAP_DAC_OVERRIDE dropped)
+AS_USER = (["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+            "--inh-caps=-dac_override,-dac_read_search"] if os.geteuid() == 0 else [])
+
+
+def run_cli(tmp_path, source: dict, *extra: str, prefix: list | None = None):
     p = tmp_path / "bad.yaml"
     p.write_text("name: bad\ndelivery: at_least_once\nsource: " + json.dumps(source) +
                  "\naggregations: [{name: n, type: count}]\nsinks: [{type: discard}]\n")
-    return subprocess.run([sys.executable, "-m", "streamkit", "run", str(p), "-q", *extra],
+    return subprocess.run([*(prefix or []), sys.executable, "-m", "streamkit", "run", str(p), "-q", *extra],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -496,13 +501,11 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path, case):
         source = {"type": "file", "path": str(tmp_path / "x.jsonl.gz")}
         want = f"cannot read '{tmp_path / 'x.jsonl.gz'}' at byte"
     else:
-        if os.geteuid() == 0:
-            pytest.skip("root reads any file")
         (tmp_path / "x.jsonl").write_text("{}\n")
         os.chmod(tmp_path / "x.jsonl", 0)
         source = {"type": "file", "path": str(tmp_path / "x.jsonl")}
         want = "Permission denied"
-    out = run_cli(tmp_path, source)
+    out = run_cli(tmp_path, source, prefix=AS_USER if case == "unreadable" else None)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and want in lines[0] and "bad.yaml:3: source.path: " in lines[0], out.stderr
