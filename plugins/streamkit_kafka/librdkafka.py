@@ -254,10 +254,15 @@ class Consumer:
         return out
 
     def position(self, name: str) -> int | None:
+        """The next offset to read; before the first record, where the partition starts: its
+        committed offset, else the end or the beginning (``start:``)."""
         tp = TopicPartition(*self._tps[name])
         pos = self.consumer.position([tp])[0].offset
-        if pos < 0:  # nothing fetched yet: where it will start
+        if pos < 0:
             pos = self.consumer.committed([tp], timeout=1)[0].offset
+        if pos < 0:
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=1)
+            pos = high if self.source.config["start"] == "latest" else low
         return pos if pos >= 0 else None
 
     def close(self) -> None:
