@@ -324,3 +324,24 @@ def test_unreachable_broker_is_one_error_and_leaves_no_thread(client):
         time.sleep(0.05)
     assert psutil.Process().num_threads() == before
     assert not [t.name for t in threading.enumerate() if t.name.startswith("kafka-io")]
+
+
+def test_group_options_reach_both_clients_and_commits_stay_manual():
+    from streamkit import Context
+
+    from streamkit_kafka.client import group_settings
+    from streamkit_kafka.librdkafka import consumer_config
+
+    p = Pipeline.from_dict({"source": {"type": "kafka", "topic": "t", "bootstrap_servers": "h:1", "start": "latest",
+                                       "session_timeout": "6s", "group_instance_id": "w1",
+                                       "reconnect_backoff_max": "50ms"},
+                            "aggregations": [{"name": "c", "type": "count"}], "sinks": [{"type": "discard"}]})
+    src = KafkaSource(p.spec.source.options, Context(p, "source"))
+    assert group_settings(src.config) == {"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000,
+                                          "group_instance_id": "w1", "reconnect_backoff_max_ms": 50}
+    assert consumer_config(src) == {
+        "bootstrap.servers": "h:1", "group.id": src.group_id, "client.id": f"streamkit-{src.group_id}",
+        "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "latest",
+        "enable.partition.eof": False, "allow.auto.create.topics": False, "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 2000, "group.instance.id": "w1", "reconnect.backoff.max.ms": 50,
+        "reconnect.backoff.ms": 50}

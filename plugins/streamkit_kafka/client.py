@@ -32,7 +32,7 @@ def connection_options(bootstrap_default: Any = "127.0.0.1:9092") -> dict[str, O
                                     "host:port of one or more brokers (a string or a list)"),
         "client": Option(OneOf("auto", *CLIENTS), None if inherit else "auto",
                          "client library: confluent-kafka (librdkafka) when installed, else kafka-python "
-                         "(auto), or either by name"),
+                         "(auto), or either by name" + (" (default: the kafka source's)" if inherit else "")),
         "connect_timeout": Option(Duration, None if inherit else 30.0,
                                   "give up with an error if no broker answers within this time"),
         "security_protocol": Option(OneOf("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), None,
@@ -76,6 +76,21 @@ def chosen(options: dict, context: Any = None) -> str:
 def backend(options: dict, context: Any = None) -> Any:
     """The module wrapping the chosen client library (imported only now)."""
     return importlib.import_module(f"{__package__}.{_BACKEND[chosen(options, context)]}")
+
+
+def group_settings(c: dict) -> dict[str, Any]:
+    """The consumer-group settings a source sets, in kafka-python's names (librdkafka's are the
+    same with dots); unset ones keep the client's defaults."""
+    out: dict[str, Any] = {}
+    if c["session_timeout"] is not None:
+        ms = int(c["session_timeout"] * 1000)
+        out["session_timeout_ms"] = ms
+        out["heartbeat_interval_ms"] = max(100, min(3000, ms // 3))  # must stay below a third
+    if c["group_instance_id"] is not None:
+        out["group_instance_id"] = c["group_instance_id"]
+    if c["reconnect_backoff_max"] is not None:
+        out["reconnect_backoff_max_ms"] = max(1, int(c["reconnect_backoff_max"] * 1000))
+    return out
 
 
 def servers(value: list[str]) -> list[str]:

@@ -17,8 +17,8 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from streamkit import Batch, SourceUnavailable
 
-from .client import (SECURITY_OPTIONS, CommitFailed, KafkaUnavailable, partition_name, quiet_kafka_logging,
-                     servers, unreachable)
+from .client import (SECURITY_OPTIONS, CommitFailed, KafkaUnavailable, group_settings, partition_name,
+                     quiet_kafka_logging, servers, unreachable)
 
 COMPRESSION_PACKAGES = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
 
@@ -55,20 +55,6 @@ def construct(cls: Any, **config: Any) -> Any:
         raise
 
 
-def _group_config(c: dict) -> dict:
-    """Group settings the user set; unset ones keep kafka-python's defaults."""
-    out: dict = {}
-    if c["session_timeout"] is not None:
-        ms = int(c["session_timeout"] * 1000)
-        out["session_timeout_ms"] = ms
-        out["heartbeat_interval_ms"] = max(100, min(3000, ms // 3))  # must stay below a third
-    if c["group_instance_id"] is not None:
-        out["group_instance_id"] = c["group_instance_id"]
-    if c["reconnect_backoff_max"] is not None:
-        out["reconnect_backoff_max_ms"] = int(c["reconnect_backoff_max"] * 1000)
-    return out
-
-
 class Consumer:
     """A kafka-python consumer-group member for a :class:`~.source.KafkaSource`; partitions are
     named ``topic/number`` towards the source."""
@@ -92,7 +78,7 @@ class Consumer:
                 # a consumer that creates the topics it reads would create them with the
                 # broker's default partition count; a missing topic is reported instead
                 allow_auto_create_topics=False,
-                **_group_config(c),
+                **group_settings(c),
                 **client_config(c))
         except KafkaError as exc:
             raise SourceUnavailable(unreachable(source.context.name, c, exc)) from None

@@ -12,6 +12,7 @@ poll makes no Python object per record beyond what the client itself hands out.
 from __future__ import annotations
 
 import logging
+import threading
 from itertools import groupby
 from typing import Any
 
@@ -21,7 +22,8 @@ from confluent_kafka import Producer as _Producer
 
 from streamkit import Batch, SourceUnavailable
 
-from .client import CommitFailed, KafkaUnavailable, partition_name, quiet_kafka_logging, servers, unreachable
+from .client import (CommitFailed, KafkaUnavailable, group_settings, partition_name, quiet_kafka_logging, servers,
+                     unreachable)
 
 #: librdkafka's own log lines (quiet unless ``-v``: streamkit reports unreachable brokers itself)
 LOG = logging.getLogger("librdkafka")
@@ -71,18 +73,9 @@ def _reach(client: Any, what: str, options: dict, error: type) -> Any:
 
 
 def _group_config(c: dict) -> dict:
-    """Group settings the user set; unset ones keep librdkafka's defaults."""
-    out: dict = {}
-    if c["session_timeout"] is not None:
-        ms = int(c["session_timeout"] * 1000)
-        out["session.timeout.ms"] = ms
-        out["heartbeat.interval.ms"] = max(100, min(3000, ms // 3))  # must stay below a third
-    if c["group_instance_id"] is not None:
-        out["group.instance.id"] = c["group_instance_id"]
-    if c["reconnect_backoff_max"] is not None:
-        ms = max(1, int(c["reconnect_backoff_max"] * 1000))
-        out["reconnect.backoff.max.ms"] = ms
-        out["reconnect.backoff.ms"] = min(100, ms)
+    out = {name.replace("_", "."): value for name, value in group_settings(c).items()}
+    if "reconnect.backoff.max.ms" in out:  # the first wait may not exceed the longest
+        out["reconnect.backoff.ms"] = min(100, out["reconnect.backoff.max.ms"])
     return out
 
 
@@ -113,6 +106,9 @@ class Consumer:
         self._tps: dict[str, tuple[str, int]] = {}     # name -> (topic, partition)
         self._single = len(source.topics) == 1
         self._callback_error: BaseException | None = None
+        self._assigned: frozenset = frozenset()          # (topic, partition) owned now, for other threads
+        self._offsets: Any = None                        # see _offsets_client
+        self._offsets_lock = threading.Lock()
         try:
             self.consumer = _Consumer(_logged(consumer_config(source)))
         except KafkaException as exc:
@@ -142,6 +138,7 @@ class Consumer:
     # -- rebalance callbacks (on the engine's thread, inside poll) -------------------------
     def _on_assign(self, consumer: Any, partitions: list) -> None:
         try:
+            partitions = sorted(partitions, key=lambda tp: (tp.topic, tp.partition))
             names = [self._name(tp.topic, tp.partition) for tp in partitions]
             resume = self.source.assigned(names)
             for tp, name in zip(partitions, names):
@@ -151,6 +148,7 @@ class Consumer:
             self._callback_error = exc
             raise
         consumer.assign(partitions)
+        self._assigned = frozenset((tp.topic, tp.partition) for tp in partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list) -> None:
         if self.source.closing or not partitions:
@@ -166,6 +164,8 @@ class Consumer:
         except BaseException as exc:
             self._callback_error = exc
             raise
+        finally:
+            self._assigned = self._assigned - {(tp.topic, tp.partition) for tp in partitions}
 
     def _raise_callback_error(self) -> None:
         if self._callback_error is not None:
@@ -246,27 +246,45 @@ class Consumer:
             raise CommitFailed(f"{partition_name(failed[0].topic, failed[0].partition)}: "
                                f"{failed[0].error.name()}: {failed[0].error.str()}")
 
+    # -- for the lag, from any thread ------------------------------------------------------
+    # confluent-kafka lets one thread at a time into a consumer: a dashboard thread asking the
+    # group member would wait for the engine's polls to pause, which they do not. A second
+    # client that never joins the group answers instead.
+    def _offsets_client(self) -> Any:
+        with self._offsets_lock:
+            if self._offsets is None:
+                self._offsets = _Consumer({**_logged(client_config(self.source.config)), "log_level": 0,
+                                           "group.id": self.source.group_id, "enable.auto.commit": False,
+                                           "client.id": f"streamkit-{self.source.group_id}-lag"})
+            return self._offsets
+
     def end_offsets(self) -> dict[str, int]:
+        client = self._offsets_client()
         out = {}
-        for tp in self.consumer.assignment():
-            _, high = self.consumer.get_watermark_offsets(tp, timeout=2)
-            out[self._name(tp.topic, tp.partition)] = high
+        for topic, partition in sorted(self._assigned):
+            _, high = client.get_watermark_offsets(TopicPartition(topic, partition), timeout=2)
+            out[self._name(topic, partition)] = high
         return out
 
     def position(self, name: str) -> int | None:
-        """The next offset to read; before the first record, where the partition starts: its
-        committed offset, else the end or the beginning (``start:``)."""
+        """Where a partition nothing was read from yet starts: its committed offset, else the end
+        or the beginning (``start:``)."""
+        client = self._offsets_client()
         tp = TopicPartition(*self._tps[name])
-        pos = self.consumer.position([tp])[0].offset
+        pos = client.committed([tp], timeout=1)[0].offset
         if pos < 0:
-            pos = self.consumer.committed([tp], timeout=1)[0].offset
-        if pos < 0:
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=1)
+            low, high = client.get_watermark_offsets(tp, timeout=1)
             pos = high if self.source.config["start"] == "latest" else low
         return pos if pos >= 0 else None
 
     def close(self) -> None:
-        self.consumer.close()
+        try:
+            self.consumer.close()
+        finally:
+            with self._offsets_lock:
+                if self._offsets is not None:
+                    self._offsets.close()
+                    self._offsets = None
 
 
 class Producer:
