@@ -201,6 +201,16 @@ def admin(options: dict, client_id: str) -> Any:
     return construct(KafkaAdminClient, client_id=client_id, **client_config(options))
 
 
+class _Refused:
+    """The handle of a message kafka-python refused to send."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exception = exc
+
+    def failed(self) -> bool:
+        return True
+
+
 class Producer:
     """A kafka-python producer that makes a set of messages durable before returning.
 
@@ -211,8 +221,9 @@ class Producer:
                  batch_size: int | None = None, compression: str | None = None) -> None:
         quiet_kafka_logging()
         ms = int(delivery_timeout * 1000)
-        settings: dict[str, Any] = {"delivery_timeout_ms": ms, "request_timeout_ms": min(30_000, ms),
-                                    "linger_ms": linger_ms}
+        # kafka-python wants the delivery timeout above linger + request timeout
+        settings: dict[str, Any] = {"delivery_timeout_ms": ms, "linger_ms": linger_ms,
+                                    "request_timeout_ms": max(1, min(30_000, ms - linger_ms - 1))}
         if batch_size is not None:
             settings["batch_size"] = batch_size
         if compression is not None:
@@ -228,7 +239,14 @@ class Producer:
                 raise KafkaUnavailable(f"{what}: compression {compression!r} needs the Python package "
                                        f"{COMPRESSION_PACKAGES[compression]}") from None
             raise
-        self.send = self.producer.send
+        self._send = self.producer.send
+
+    def send(self, topic: str, value: Any = None, key: Any = None, headers: Any = None) -> Any:
+        """Queue one message; its handle is kafka-python's future (``wait`` checks them)."""
+        try:
+            return self._send(topic, value=value, key=key, headers=headers)
+        except KafkaError as exc:  # refused before sending (too large): reported by wait()
+            return _Refused(exc)
 
     def wait(self, futures: list, timeout: float | None = None) -> None:
         """Block until every message was acknowledged; raise naming the first failure."""

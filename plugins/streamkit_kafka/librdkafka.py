@@ -329,6 +329,9 @@ class Producer:
                 return None
             except BufferError:  # the client's queue is full: let it send some first
                 self.producer.poll(0.05)
+            except KafkaException as exc:  # refused before sending (too large): reported by wait()
+                self._failed.append(exc.args[0])
+                return None
 
     def wait(self, handles: list, timeout: float | None = None) -> None:
         """Block until every message was acknowledged; raise naming the first failure."""

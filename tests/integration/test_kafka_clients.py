@@ -114,3 +114,22 @@ def test_reading_resumes_where_the_sinks_stored_positions_say(kafka, kafka_clien
                                                                                       f"{topic}/1": 0}
     finally:
         source.close()
+
+
+def test_a_message_the_broker_refuses_fails_the_write_in_one_line(kafka, kafka_client):
+    """A write returns only once every message was acknowledged; one refused (larger than the
+    client's or the broker's limit) fails it with one line naming how many, the others still land."""
+    from streamkit_kafka.client import KafkaUnavailable
+    from streamkit_kafka.producer import DurableProducer
+
+    topic = kafka.create_topic("refused")
+    options = {"bootstrap_servers": [kafka.bootstrap], "connect_timeout": 10.0, "client": kafka_client}
+    producer = DurableProducer("sinks[0]", options, delivery_timeout=60)
+    try:
+        handles = [producer.send(topic, value=b"x" * 2_000_000), producer.send(topic, value=b"ok")]
+        with pytest.raises(KafkaUnavailable, match=r"^sinks\[0\]: Kafka refused 1 of 2 messages \(.*(?i:too ?large)"):
+            producer.wait(handles)
+        producer.wait([producer.send(topic, value=b"next", headers=[("h", b"1")])])  # the producer goes on
+    finally:
+        producer.close()
+    assert [(m.value, m.headers) for m in kafka.read_all(topic)] == [(b"ok", []), (b"next", [("h", b"1")])]
