@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from .components import (Aggregator, Batch, Context, DeadLetter, DeadLetterDestination, Delta, Flush,
-                         PartitionDelta, PluginType, Resume, Sink, Source, SourceHooks)
+from .components import (EMIT_OPTION, Aggregator, Batch, Context, DeadLetter, DeadLetterDestination, Delta, Flush,
+                         PartitionDelta, PluginType, Resume, Sink, Source, SourceHooks, WindowResult)
 from .result import RunResult
 from .errors import ConfigError, PluginError, SourceUnavailable, StreamkitError
 from .hookspecs import hookimpl, hookspec
@@ -28,7 +28,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "Pipeline", "RunResult", "hookimpl", "hookspec",
     "Source", "Sink", "Aggregator", "DeadLetterDestination", "PluginType", "SourceHooks", "Context",
-    "Batch", "DeadLetter", "Delta", "Flush", "PartitionDelta", "Resume",
+    "Batch", "DeadLetter", "Delta", "Flush", "PartitionDelta", "Resume", "WindowResult", "EMIT_OPTION",
     "Option", "REQUIRED", "Duration", "ListOf", "OneOf", "parse_duration", "check_options",
     "event_time", "iso_time", "UTC", "echo", "to_json",
     "StreamkitError", "ConfigError", "PluginError", "SourceUnavailable", "__version__",

@@ -10,6 +10,7 @@ import traceback
 from typing import NoReturn, Sequence
 
 from . import __version__
+from .config import AGGREGATION_OPTIONS, PIPELINE_WINDOW_OPTIONS
 from .errors import StreamkitError
 from .options import check_max_events, check_run_duration
 from .plugins import build_registry, get_plugin_manager
@@ -104,19 +105,30 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     registry = build_registry(pm)
     data: dict = {kind: [r.describe() for _, r in sorted(types.items())] for kind, types in registry.types.items()}
     data["section"] = [r.describe() for _, r in sorted(registry.sections.items())]
+    data["aggregation_options"] = {k: o.describe() for k, o in AGGREGATION_OPTIONS.items()}
+    data["pipeline_options"] = {k: o.describe() for k, o in PIPELINE_WINDOW_OPTIONS.items()}
     data["plugins"] = sorted(pm.get_name(p) or "" for p in pm.get_plugins())
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
     for kind in [*registry.types, "section"]:
         print(f"{kind} types:" if kind != "section" else "pipeline sections:")
+        if kind == "aggregator":
+            print("  (every aggregation)")
+            _print_options(data["aggregation_options"])
         for r in data[kind]:
             pkg = f"{r['package']} {r['version']}".strip()
             print(f"  {r['name']:<14} {pkg}  {r['description']}")
-            for oname, o in r["options"].items():
-                req = "required" if o["required"] else f"default {o['default']!r}"
-                print(f"      {oname:<20} {o['type']:<18} {req}  {o['help']}")
+            _print_options(r["options"])
+    print("pipeline options (top level; lateness and late are every windowed aggregation's default):")
+    _print_options(data["pipeline_options"])
     return 0
+
+
+def _print_options(options: dict) -> None:
+    for oname, o in options.items():
+        req = "required" if o["required"] else f"default {o['default']!r}"
+        print(f"      {oname:<20} {o['type']:<18} {req}  {o['help']}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Protocol
 
 from .merging import Expr
-from .options import Option
+from .options import OneOf, Option
 from .windows import iso_time
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 __all__ = [
-    "Batch", "DeadLetter", "Flush", "PartitionDelta", "Delta", "Resume",
+    "Batch", "DeadLetter", "Flush", "PartitionDelta", "Delta", "Resume", "WindowResult",
     "Source", "SourceHooks", "Sink", "Aggregator", "DeadLetterDestination", "PluginType", "Context",
 ]
 
@@ -56,6 +56,8 @@ class Resume:
 
     position: int
     replay_end: int | None = None
+    #: the partition's event-time clock as stored with ``position`` (:mod:`streamkit.watermarks`)
+    clock: dict | None = None
 
 
 @dataclass
@@ -104,6 +106,32 @@ class Delta:
         return {"start": iso_time(self.window_start), "end": iso_time(self.window_end)}
 
 
+@dataclass(frozen=True)
+class WindowResult:
+    """A closed window's final values, as a sink that keeps windows stored them."""
+
+    aggregation: str
+    key: dict
+    window_start: float
+    window_end: float
+    values: dict
+    #: stable across processes and replays: the same window always has the same id
+    id: str
+
+    def window_json(self) -> dict:
+        return {"start": iso_time(self.window_start), "end": iso_time(self.window_end)}
+
+    def to_json(self) -> dict:
+        """``{id, aggregation, key, window, final: true, <values>}``, JSON-ready."""
+        return {"id": self.id, "aggregation": self.aggregation, "key": self.key, "window": self.window_json(),
+                "final": True, **self.values}
+
+
+#: the option of the sinks that can emit closed windows instead of every flush's deltas
+EMIT_OPTION = Option(OneOf("updates", "final"), "updates",
+                     "updates: every flush's deltas; final: one record per closed window, with its final values")
+
+
 @dataclass
 class PartitionDelta:
     """The deltas one source partition contributed to a flush, and its position range.
@@ -129,6 +157,12 @@ class Flush:
     records: list | None = None        # raw decoded records, for sinks with ``wants_records``
     dead_letters: list[DeadLetter] = field(default_factory=list)
     created_at: float = 0.0
+    #: partition -> its event-time clock after this flush (JSON-ready), for every partition whose
+    #: clock changed, also one with no records in ``parts`` (an idle partition's frontier raised):
+    #: a sink that keeps positions stores each with the partition's position
+    clocks: dict[str, dict] = field(default_factory=dict)
+    #: every partition of this process -> its clock as durable once this flush is (or None)
+    view: dict[str, dict | None] = field(default_factory=dict)
 
     @property
     def positions(self) -> dict[str, int]:
@@ -287,6 +321,52 @@ class Sink(PluginType):
         return {}
 
     def write(self, flush: Flush) -> None:
+        raise NotImplementedError
+
+    # -- windows that close (see streamkit.watermarks) ---------------------------------------
+    #: true if the sink keeps every window's merged values and can mark closed ones final
+    #: (``close_windows``) and give their final values (``final_windows``)
+    stores_windows: ClassVar[bool] = False
+
+    @classmethod
+    def emits_final(cls, options: dict) -> bool:
+        """Does a sink with these options take closed windows (``write_final``) instead of the
+        deltas of every flush? (default: no)"""
+        return False
+
+    def clocks(self) -> dict[str, dict]:
+        """The event-time clock stored with the position of every partition of this pipeline,
+        whichever process wrote it (``{}`` if this sink keeps no positions). Called by the
+        writer after each flush; a partition claimed but never written has ``None``."""
+        return {}
+
+    def close_windows(self, closing: Mapping[str, float]) -> None:
+        """Aggregation name -> a time: every window of that aggregation ending at or before it is
+        closed; mark it final (no record will change it any more). Called after each flush is
+        durable, with times that never go back; must be idempotent (a replay calls it again)."""
+
+    def drop_windows(self, before: Mapping[str, float]) -> None:
+        """Aggregation name -> a time: drop the closed windows of that aggregation ending at or
+        before it (they are past its ``retention``; every sink that emits closed windows has
+        written them). Called after ``close_windows``."""
+
+    def final_windows(self, aggregation: str, after: float, until: float) -> list[WindowResult]:
+        """The closed windows of ``aggregation`` whose end is in ``(after, until]``, with their
+        final values, oldest end first."""
+        return []
+
+    def emitted(self, sink: str) -> dict[str, float]:
+        """Aggregation -> the window end up to which sink ``sink`` (``"sinks[2]"``) wrote closed
+        windows, as stored by :meth:`keep_emitted`."""
+        return {}
+
+    def keep_emitted(self, sink: str, upto: Mapping[str, float]) -> None:
+        """Store how far sink ``sink`` wrote closed windows (after it made them durable)."""
+
+    def write_final(self, windows: list[WindowResult]) -> None:
+        """Write closed windows with their final values (sinks whose ``emits_final`` is true);
+        returns when they are durable. A window may come again after a crash: its ``id`` is
+        the same, for a reader to drop the repeat."""
         raise NotImplementedError
 
     def close(self) -> None:

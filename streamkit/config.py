@@ -7,21 +7,48 @@ from typing import Any
 
 from .aggregation import AggregationSpec
 from .errors import ConfigError, PluginError
-from .options import Duration, Option, OneOf, check_options, closest
+from .options import REQUIRED, Duration, ListOf, Option, OneOf, check_options, closest
 from .plugins import Registry, build_registry, get_plugin_manager, load_module_plugin
 from .records import MAX_KEY_BYTES
 from .windows import parse_window
 from .yamlfile import Located, key_path
 
-TOP_LEVEL = ["name", "source", "aggregations", "sinks", "flush", "dead_letter", "plugins", "delivery"]
+TOP_LEVEL = ["name", "source", "aggregations", "sinks", "flush", "dead_letter", "plugins", "delivery",
+             "lateness", "late", "idle_timeout"]
 
 FLUSH_OPTIONS = {
     "interval": Option(Duration, 1.0, "flush at least this often"),
     "max_records": Option(int, 100_000, "flush after this many records", min=1),
 }
-AGGREGATION_KEYS = {"name", "type", "group_by", "field", "window", "time_field", "max_key_bytes"}
+AGGREGATION_KEYS = {"name", "type", "group_by", "field", "window", "time_field", "max_key_bytes",
+                    "lateness", "late", "retention"}
 KEY_BYTES = Option(int, MAX_KEY_BYTES, "longest group-by value in bytes of UTF-8 (longer: a dead letter)",
                    min=1, max=1_048_576)
+#: how windows close: per aggregation, or at the top level for every windowed aggregation
+WINDOW_OPTIONS = {
+    "lateness": Option(Duration, None, "close a window once every partition's event time is this far past "
+                                       "its end (default: windows never close)"),
+    "late": Option(OneOf("drop_counted", "dead_letter"), "drop_counted",
+                   "a record too late for all its windows: counted and dropped, or a dead letter"),
+}
+RETENTION = Option(Duration, None, "drop a closed window once the latest event is this far past its end, or this long "
+                                     "after it closed (default: keep it)")
+#: what every aggregation takes besides its type's own options (listed by ``streamkit plugins``)
+AGGREGATION_OPTIONS = {
+    "name": Option(str, REQUIRED, "the aggregation field of its documents"),
+    "group_by": Option(ListOf(str), None, "fields to group by (none: one group)"),
+    "field": Option(str, None, "the field read (all types but count)"),
+    "window": Option(object, None, "all-time (default), tumbling (1m) or hopping ({size: 5m, hop: 1m})"),
+    "time_field": Option(str, "timestamp", "event time: epoch seconds or ISO-8601"),
+    "max_key_bytes": KEY_BYTES,
+    **WINDOW_OPTIONS,
+    "retention": RETENTION,
+}
+PIPELINE_WINDOW_OPTIONS = {
+    **WINDOW_OPTIONS,
+    "idle_timeout": Option(Duration, 30.0, "a partition with no record for this long (wall clock) stops "
+                                           "holding windows open"),
+}
 
 
 @dataclass
@@ -45,6 +72,7 @@ class PipelineSpec:
     delivery: str
     plugins: list[str]
     sections: dict[str, dict | None] = field(default_factory=dict)
+    idle_timeout: float = 30.0
     file: str | None = None
     registry: Registry | None = None
     located: Located | None = None  # the lines of every key, for errors found after loading
@@ -83,7 +111,8 @@ def _str_list(loc: Located, value: Any, path: tuple) -> list[str]:
     return list(items)
 
 
-def _aggregation(loc: Located, registry: Registry, value: Any, path: tuple) -> AggregationSpec:
+def _aggregation(loc: Located, registry: Registry, value: Any, path: tuple,
+                 defaults: dict | None = None) -> AggregationSpec:
     if not isinstance(value, dict):
         raise loc.error(path, "expected a mapping with name and type")
     if "name" not in value:
@@ -125,13 +154,38 @@ def _aggregation(loc: Located, registry: Registry, value: Any, path: tuple) -> A
         raise loc.error(path + ("time_field",), f"expected a field name (a string), got {time_field!r}")
     own_limit = {k: v for k, v in value.items() if k == "max_key_bytes"}
     key_bytes = check_options({"max_key_bytes": KEY_BYTES}, own_limit, loc.error, path)["max_key_bytes"]
+    closing = _closing(loc, value, path, window, defaults or {})
     try:
         aggregator = cls(options)
     except ValueError as exc:
         raise loc.error(path, str(exc)) from None
     return AggregationSpec(name=name, type=type_name, aggregator=aggregator, group_by=group_by,
                            field=fld, window=window, time_field=time_field, options=options,
-                           max_key_bytes=key_bytes)
+                           max_key_bytes=key_bytes, **closing)
+
+
+def _closing(loc: Located, value: dict, path: tuple, window: Any, defaults: dict) -> dict:
+    """``lateness``, ``late`` and ``retention`` of one aggregation (its own or the top level's)."""
+    own = {k: value[k] for k in ("lateness", "late", "retention") if k in value}
+    if own and window.size is None:
+        k = sorted(own)[0]
+        raise loc.error(path + (k,), "an all-time aggregation has no windows to close; remove this key "
+                                     "or give the aggregation a window")
+    if window.size is None:
+        return {}
+    out = check_options({**WINDOW_OPTIONS, "retention": RETENTION}, own, loc.error, path)
+    for k in WINDOW_OPTIONS:
+        if k not in own and defaults.get(k) is not None:
+            out[k] = defaults[k]
+    if out["retention"] is not None:
+        if out["lateness"] is None:
+            raise loc.error(path + ("retention",), "retention drops closed windows, and these never close: "
+                                                   "set lateness (here or at the top level)")
+        if out["retention"] < window.size:
+            raise loc.error(path + ("retention",), f"retention ({out['retention']:g}s) is shorter than the "
+                                                   f"window ({window.size:g}s): a window would be dropped "
+                                                   f"before it could be read whole")
+    return out
 
 
 def build_spec(loc: Located, *, plugin_manager=None) -> PipelineSpec:
@@ -166,13 +220,15 @@ def build_spec(loc: Located, *, plugin_manager=None) -> PipelineSpec:
         raise loc.error(("source",), f"missing required key (known source types: {', '.join(registry.known('source'))})")
     source = _typed_block(loc, registry, "source", data["source"], ("source",))
 
+    closing = check_options(PIPELINE_WINDOW_OPTIONS, {k: data[k] for k in PIPELINE_WINDOW_OPTIONS if k in data},
+                            loc.error, ())
     aggs_raw = data.get("aggregations") or []
     if not isinstance(aggs_raw, list):
         raise loc.error(("aggregations",), "expected a list of aggregations")
     aggregations = []
     seen: dict[str, int] = {}
     for i, a in enumerate(aggs_raw):
-        spec = _aggregation(loc, registry, a, ("aggregations", i))
+        spec = _aggregation(loc, registry, a, ("aggregations", i), closing)
         if spec.name in seen:
             raise loc.error(("aggregations", i, "name"), f"duplicate aggregation name {spec.name!r} "
                                                          f"(also aggregations[{seen[spec.name]}])")
@@ -212,8 +268,24 @@ def build_spec(loc: Located, *, plugin_manager=None) -> PipelineSpec:
             raise loc.error((sec_name,), "expected a mapping of options")
         sections[sec_name] = check_options(reg.cls.options, raw, loc.error, (sec_name,))
 
+    _check_emit(loc, sinks, aggregations)
     return PipelineSpec(name=name, source=source, aggregations=aggregations, sinks=sinks,
                         dead_letter=dead_letter, flush_interval=flush["interval"],
                         flush_max_records=flush["max_records"], delivery=delivery,
+                        idle_timeout=closing["idle_timeout"],
                         plugins=module_names, sections=sections, file=loc.file, registry=registry,
                         located=loc)
+
+
+def _check_emit(loc: Located, sinks: list[TypeSpec], aggregations: list[AggregationSpec]) -> None:
+    """A sink that emits closed windows needs windows that close, and a sink that keeps them."""
+    for i, s in enumerate(sinks):
+        if not s.cls.emits_final(s.options):
+            continue
+        if not any(a.closes for a in aggregations):
+            why = ("no aggregation here has windows that close (give a windowed aggregation a lateness, "
+                   "here or at the top level); an all-time aggregation never has a final value")
+            raise loc.error(("sinks", i, "emit"), f"emit: final writes each closed window once, but {why}")
+        if not any(t.cls.stores_windows for t in sinks):
+            raise loc.error(("sinks", i, "emit"), "emit: final reads each closed window's final values from a "
+                                                  "sink that keeps windows (such as mongodb); add one under sinks")

@@ -10,7 +10,7 @@ from typing import Any
 from .windows import Window
 
 #: the properties of an aggregation that decide what its documents mean, in message order
-PROPERTIES = ("type", "group_by", "field", "window", "time_field")
+PROPERTIES = ("type", "group_by", "field", "window", "time_field", "lateness")
 
 
 def _seconds(s: float) -> str:
@@ -38,6 +38,8 @@ def definition(aggregations: list) -> dict:
                              "window": window_text(a.window)}
         if a.windowed:  # the time field decides nothing for an all-time aggregation
             d["time_field"] = a.time_field
+        if a.closes:  # which records are late decides what the windows hold
+            d["lateness"] = _seconds(a.lateness) if a.lateness else "0s"
         # options left at their defaults are left out: a later version may add options
         declared = a.aggregator.options
         d["options"] = {k: v for k, v in a.options.items() if k not in declared or v != declared[k].default}

@@ -13,14 +13,18 @@ import logging
 import queue
 import threading
 import time
+from itertools import accumulate
 from typing import Any
 
-from .components import Batch, Flush, PartitionDelta
+from .closing import Closing
+from .components import Batch, DeadLetter, Flush, PartitionDelta
 from .definition import changes, definition
 from .delivery import Replays, head, tail
 from .errors import ConfigError
 from .records import BatchReader
 from .result import RunResult
+from .watermarks import Watermarks
+from .windows import iso_time
 
 log = logging.getLogger("streamkit")
 
@@ -61,6 +65,11 @@ class Engine:
         self.dead_letter = pipeline.dead_letter
         self.hook = pipeline.hook
         self.keep_records = any(type(s).takes_records(s.config) for s in self.sinks)
+        self.emits_final = [type(s).emits_final(s.config) for s in self.sinks]
+        self.closing = Closing(self.aggs, self.sinks, [s.path for s in spec.sinks])
+        self.watermarks = Watermarks(self.closing.fields, spec.idle_timeout)
+        #: partitions whose clock changed with no record to flush (idle, or the input ended)
+        self.ticked: set[str] = set()
         self.max_events = max_events
         self.duration = duration
         self.progress = progress
@@ -78,8 +87,10 @@ class Engine:
     def write(self, flush: Flush) -> None:
         if flush.dead_letters:
             self.dead_letter.write(flush.dead_letters)
-        for sink in self.sinks:
-            sink.write(flush)
+        for sink, emits in zip(self.sinks, self.emits_final):
+            if not emits:  # a sink that emits closed windows gets them from the closing step
+                sink.write(flush)
+        self.closing.after(flush)
         self.hook.flushed(pipeline=self.pipeline, flush=flush)
 
     # -- source hooks -------------------------------------------------------------------
@@ -93,7 +104,15 @@ class Engine:
         self.wait_all()
         for p in partitions:
             self._drop(p)
-        return self.replays.assigned(partitions, (sink.positions(partitions) or {} for sink in self.sinks))
+        stored = [sink.positions(partitions) or {} for sink in self.sinks]
+        resume = self.replays.assigned(partitions, stored)
+        if self.watermarks.enabled:
+            now = time.time()
+            for p in partitions:
+                # the clock stored with the position resumed from
+                clock = next((s[p].clock for s in stored if p in s and s[p].position == resume.get(p)), None)
+                self.watermarks.assign(p, clock, now)
+        return resume
 
     def lost(self, partitions: list[str]) -> None:
         """Partitions taken away without a revocation: forget what was read from them since
@@ -101,6 +120,7 @@ class Engine:
         self.replays.lost(partitions)
         for p in partitions:
             self._drop(p)
+            self.watermarks.drop(p)
 
     def revoking(self, partitions: list[str]) -> None:
         """Flush and commit before partitions move to another process."""
@@ -108,6 +128,8 @@ class Engine:
             self._drop(p)
         self.flush()
         self.wait_all()
+        for p in partitions:
+            self.watermarks.drop(p)
 
     # -- main loop ----------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -139,6 +161,8 @@ class Engine:
                 batches = self.source.poll(timeout)
                 if batches is None:
                     stopped_by = "source_finished"
+                    if self.watermarks.enabled:  # the input ended for good: every window can close
+                        self.ticked.update(self.watermarks.end_of_input())
                     break
                 for batch in batches:
                     self.process(batch)
@@ -149,7 +173,7 @@ class Engine:
                 if self.pending >= max_records:  # a size-triggered flush keeps its exact boundary
                     self.flush()
                     last_flush = now
-                elif now - last_flush >= interval and self.parts:
+                elif now - last_flush >= interval and self._due():
                     # Time is up but the writer is still busy: keep reading instead of waiting, and
                     # flush as soon as it is free. The deltas grow with distinct keys, not records.
                     if not self.inflight:
@@ -211,6 +235,13 @@ class Engine:
         file = self.spec.file
         return file if file and not file.startswith("<") else "FILE"
 
+    def _due(self) -> bool:
+        """Is there anything to flush: records, or clocks that moved on while idle?"""
+        if self.watermarks.enabled:
+            self.watermarks.learn(self.closing.stored)
+            self.ticked.update(self.watermarks.idle(time.time(), skip=self.replays.held(self.watermarks.clocks)))
+        return bool(self.parts or self.ticked)
+
     def process(self, batch: Batch) -> None:
         n = len(batch.records)
         if not n:
@@ -239,9 +270,16 @@ class Engine:
                                   tables={a.name: a.aggregator.new_table() for a in self.aggs})
             self.parts[batch.partition] = part
         good = len(cols.records)
+        wm = self.watermarks
         if good:
             for agg in self.aggs:
-                agg.add_columns(part.tables[agg.name], cols.columns, cols.times.get(agg.time_field), good)
+                frontier = wm.frontier(batch.partition, agg.time_field) if agg.closes else None
+                late = agg.add_columns(part.tables[agg.name], cols.columns, cols.times.get(agg.time_field), good,
+                                       frontier)
+                if late:
+                    self._late(agg, batch, cols, late, frontier)
+        if wm.enabled:
+            wm.observe(batch.partition, cols.times, time.time())
         n = len(batch.records)
         part.next = batch.next
         part.records += n
@@ -255,13 +293,30 @@ class Engine:
         self.result.records_aggregated += good
         self.result.dead_letters += len(cols.dead)
 
+    def _late(self, agg, batch: Batch, cols, late: list[int], frontier: float) -> None:
+        """Records too late for every window of ``agg``: counted, and dead letters if so configured."""
+        self.result.late[agg.name] = self.result.late.get(agg.name, 0) + len(late)
+        if agg.late != "dead_letter":
+            return
+        index = cols.index
+        times = cols.times[agg.time_field]
+        reached = list(accumulate(times, max, initial=frontier))  # the partition's event time before each
+        for i in late:
+            j = index[i] if index is not None else i
+            reason = (f"late for aggregation {agg.name!r}: time {iso_time(times[i])} is in windows closed for its "
+                      f"partition (its event time had reached {iso_time(reached[i])}; lateness "
+                      f"{agg.lateness:g}s)")
+            self.dead.append(DeadLetter(batch.partition, batch.position(j), reason, batch.records[j]))
+            self.result.dead_letters += 1
+
     def flush(self) -> None:
         """Hand everything since the last flush to the writer (waits if one is already in flight).
         A partition in the middle of a replay is held back (see :mod:`streamkit.delivery`)."""
         kept = self.replays.held(self.parts)
         held = {p: part for p, part in self.parts.items() if p in kept}
         parts = {p: part for p, part in self.parts.items() if p not in kept}
-        if not parts:
+        ticked = self.ticked - kept
+        if not parts and not ticked:
             return
         while self.inflight >= 1:
             self.wait_one()
@@ -270,6 +325,10 @@ class Engine:
         self.seq += 1
         flush = Flush(self.seq, parts, self.aggs, records if self.keep_records else None,
                       dead, created_at=time.time())
+        if self.watermarks.enabled:
+            flush.clocks = self.watermarks.hand_over(set(parts) | ticked)
+            flush.view = self.watermarks.view()
+            self.ticked -= ticked
         self.parts = held
         self.records = [c for c in self.records if c[0] in held]
         self.dead = [d for d in self.dead if d.partition in held]

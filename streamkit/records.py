@@ -183,13 +183,15 @@ class Columns:
     to its values as table keys (:func:`tag_key`; the same list when no value needs a tag).
     """
 
-    __slots__ = ("records", "columns", "times", "dead")
+    __slots__ = ("records", "columns", "times", "dead", "index")
 
-    def __init__(self, records: list, columns: dict, times: dict, dead: list) -> None:
+    def __init__(self, records: list, columns: dict, times: dict, dead: list, index: list | None = None) -> None:
         self.records = records
         self.columns = columns
         self.times = times
         self.dead = dead
+        #: the batch index of each good record (None: the same index, no record was dead)
+        self.index = index
 
 
 class BatchReader:
@@ -321,6 +323,7 @@ class BatchReader:
     def _slow(self, batch: Batch) -> Columns:
         loads = self.loads
         good: list = []
+        index: list[int] = []
         dead: list[DeadLetter] = []
         for i, raw in enumerate(batch.records):
             if batch.decoded:
@@ -334,8 +337,9 @@ class BatchReader:
             reason = self.problem(rec, None if batch.decoded else raw)
             if reason is None:
                 good.append(rec)
+                index.append(i)
             else:
                 dead.append(DeadLetter(batch.partition, batch.position(i), reason, raw))
         cols = self._columns(good, True)  # True: the per-record checks read the text of big numbers
         assert cols is not None, "records that passed the per-record checks failed the batch checks"
-        return Columns(good, cols[0], cols[1], dead)
+        return Columns(good, cols[0], cols[1], dead, index)

@@ -17,6 +17,8 @@ class RunResult:
     positions: dict = field(default_factory=dict)
     #: partition -> (position reached, end) of an interrupted flush left unreplayed at the stop
     unfinished: dict = field(default_factory=dict)
+    #: aggregation -> records too late for every one of their windows (counted, not merged)
+    late: dict = field(default_factory=dict)
 
     @property
     def stuck(self) -> bool:
@@ -32,10 +34,11 @@ class RunResult:
         return {"records_read": self.records_read, "records_aggregated": self.records_aggregated,
                 "dead_letters": self.dead_letters, "flushes": self.flushes,
                 "elapsed": round(self.elapsed, 3), "records_per_second": round(self.records_per_second, 1),
-                "stopped_by": self.stopped_by,
+                "stopped_by": self.stopped_by, "late": dict(self.late),
                 "unfinished": {p: {"reached": r, "end": e} for p, (r, e) in self.unfinished.items()}}
 
     def __str__(self) -> str:
+        late = f"{sum(self.late.values()):,} late, " if self.late else ""
         return (f"{self.records_read:,} records read, {self.records_aggregated:,} aggregated, "
-                f"{self.dead_letters:,} dead letters, {self.flushes:,} flushes in {self.elapsed:.2f}s "
+                f"{late}{self.dead_letters:,} dead letters, {self.flushes:,} flushes in {self.elapsed:.2f}s "
                 f"({self.records_per_second:,.0f} records/s)")

@@ -109,6 +109,10 @@ class Tumbling(Window):
         size = self.size
         return [t - t % size for t in times]
 
+    def first_start(self, t: float) -> float:
+        """The start of the oldest window holding ``t``."""
+        return t - t % self.size
+
 
 class Hopping(Window):
     """Overlapping windows of ``size`` starting every ``hop``; a record is in ``ceil(size/hop)``."""
@@ -124,6 +128,10 @@ class Hopping(Window):
         last = t - t % self.hop
         starts = [last - i * self.hop for i in range(self.count)]
         return [s for s in starts if s + self.size > t][::-1]
+
+    def first_start(self, t: float) -> float:
+        """The start of the oldest window holding ``t``."""
+        return self.all_starts(t)[0]
 
 
 ALL_TIME = Window()

@@ -6,7 +6,8 @@ class ListSource(Source):
     """Test source: yields the given records (raw bytes or dicts) in batches, per partition."""
 
     options = {"partitions": Option(dict, help="partition -> list of records"),
-               "batch": Option(int, 100), "decoded": Option(bool, False)}
+               "batch": Option(int, 100), "decoded": Option(bool, False),
+               "end": Option(bool, True, "finish after the last record (else: wait for more, for ever)")}
 
     def open(self, hooks):
         self.parts = {p: list(recs) for p, recs in self.config["partitions"].items()}
@@ -22,7 +23,7 @@ class ListSource(Source):
                 n = min(self.config["batch"], len(recs) - i)
                 out.append(Batch(p, recs[i:i + n], i, i + n, decoded=self.config["decoded"]))
                 self.pos[p] = i + n
-        return out or None
+        return out or (None if self.config["end"] else [])
 
     def commit(self, positions):
         self.committed.update(positions)

@@ -257,6 +257,18 @@ def make_events(n: int, rng: random.Random, users: int = 200, items: int = 30) -
              "duration_ms": rng.randint(1, 5000)} for i in range(n)]
 
 
+def dealt(n: int, seed: int, partitions: int, lag_every: int = 0, lag: float = 2.5) -> dict[str, list[dict]]:
+    """The events of the crash points' ``dealt`` source, per partition (round-robin); with
+    ``lag_every``, every such event of a partition carries a time ``lag`` seconds earlier."""
+    events = make_events(n, random.Random(seed), users=40, items=12)
+    out = {f"dealt/{i}": [dict(e) for e in events[i::partitions]] for i in range(partitions)}
+    if lag_every:
+        for recs in out.values():
+            for r in recs[lag_every - 1::lag_every]:
+                r["timestamp"] = round(r["timestamp"] - lag, 3)
+    return out
+
+
 def offsets_state(db, pipeline: str) -> dict:
     """partition -> (position, intent, epoch) from the sink's offsets collection."""
     return {d.get("partition"): (d.get("position"), d.get("intent"), d.get("epoch"))

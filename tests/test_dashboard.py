@@ -179,6 +179,22 @@ def test_summary_types_over_time_matches_the_windows(shop):
     assert series["truncated"] is False
 
 
+def test_types_over_time_says_which_windows_are_final(shop):
+    """Windows that close: the chart draws closed (final) windows solid, open ones dashed. The
+    series says which: those up to the newest whose documents are all final."""
+    uri, _, t = shop
+    windows = sorted(t["per_window"])
+    with standalone(uri) as srv:
+        _, s = get_json(srv.url + "api/summary")
+        assert "final" not in s["types_over_time"]  # windows that do not close: no such claim
+        coll = connect(uri)["shopdb"]["aggs"]
+        second = windows[1]
+        coll.update_many({"aggregation": "interactions_per_type", "window.start": {"$lte": second}},
+                         {"$set": {"final": True}})
+        _, s = get_json(srv.url + "api/summary")
+        assert s["types_over_time"]["final"] == [i <= 1 for i in range(len(windows))]
+
+
 def test_summary_health_reports_the_process(shop):
     uri, records, _ = shop
     with standalone(uri) as srv:

@@ -221,12 +221,12 @@ def test_replayed_part_and_new_part_in_one_document_update(partitioned, monkeypa
     real = streamkit_mongodb.MongoSink._finish
     calls = {"n": 0}
 
-    def finish(self, parts):
+    def finish(self, parts, *clocks):
         calls["n"] += 1
         if calls["n"] == 2:
-            real(self, {"m/2": parts["m/2"]})
+            real(self, {"m/2": parts["m/2"]}, *clocks)
             raise Crash()
-        return real(self, parts)
+        return real(self, parts, *clocks)
     monkeypatch.setattr(streamkit_mongodb.MongoSink, "_finish", finish)
     with pytest.raises(Crash):
         _partitioned(store).run()

@@ -393,3 +393,66 @@ def hostile_truth(partitions, aggs, max_key_bytes=1024):
             else:
                 out[k] = {"max": (max(vals), 0)}
     return out, bad
+
+
+def closing_truth(partitions: dict, aggregations: list[dict], ended: bool = True) -> tuple[dict, set, dict]:
+    """Windows that close: lateness by each record's own partition, in exact arithmetic.
+
+    ``partitions``: partition -> its records in order (every one usable by every aggregation);
+    ``aggregations`` as for :func:`truth`, a windowed one with ``lateness`` in seconds closing its
+    windows. A record adds nothing to a window whose end is at or before its partition's latest
+    event time so far minus the lateness; it is *late* when that holds for every one of its
+    windows. Returns (results in :func:`truth`'s shape, the keys of the windows closed — all of
+    them when the input ``ended``, else those ending at or before the lowest partition's latest
+    time minus the lateness — and {aggregation: late records}, with the late records' (partition,
+    index) under ``("positions", aggregation)``)."""
+    out: dict = {}
+    closed: set = set()
+    late: dict = {}
+    for a in aggregations:
+        window = window_of(a)
+        lateness = a.get("lateness")
+        tf = a.get("time_field", "timestamp")
+        fld = a.get("field")
+        groups: dict = defaultdict(list)
+        latest = {}
+        for p, records in partitions.items():
+            seen = None
+            for i, r in enumerate(records):
+                key = tuple(sorted((f, r[f]) for f in a.get("group_by", [])))
+                v = r[fld] if fld else None
+                if window is None:
+                    groups[(key, None)].append(v)
+                    continue
+                t = Fraction(_time(r[tf]))
+                starts = window_starts(float(t), *window)
+                if lateness is not None and seen is not None:
+                    limit = seen - Fraction(lateness)
+                    starts = [s for s in starts if Fraction(s) + window[0] > limit]
+                    if not starts:
+                        late[a["name"]] = late.get(a["name"], 0) + 1
+                        late.setdefault(("positions", a["name"]), set()).add((p, i))
+                for s in starts:
+                    groups[(key, s)].append(v)
+                seen = t if seen is None else max(seen, t)
+            latest[p] = seen
+        for (key, start), vals in groups.items():
+            out[(a["name"], key, start)] = _result(a["type"], vals)
+            if window is None or lateness is None:
+                continue
+            if ended:
+                closed.add((a["name"], key, start))
+            elif all(v is not None for v in latest.values()) and latest and \
+                    Fraction(start) + window[0] <= min(latest.values()) - Fraction(lateness):
+                closed.add((a["name"], key, start))
+    return out, closed, late
+
+
+def finals(collection: Any) -> set:
+    """The keys (in :func:`stored`'s shape) of the documents marked final."""
+    out = set()
+    for doc in collection.find({"final": True}):
+        start = (doc.get("window") or {}).get("start")
+        out.add((doc.get("aggregation"), tuple(sorted((doc.get("key") or {}).items())),
+                 None if start is None else round(start.timestamp(), 3)))
+    return out

@@ -301,7 +301,8 @@ class DashboardStore:
         step = meta.step
         first = last - (SERIES_WINDOWS - 1) * step if step else last
         docs = list(self._limit(self.coll.find({"aggregation": meta.name, "window.start": {"$gte": _date(first)}},
-                                               {"key": 1, "window": 1, "count": 1}).sort("window.start", -1),
+                                               {"key": 1, "window": 1, "count": 1, "final": 1})
+                                          .sort("window.start", -1),
                                 SERIES_MAX_DOCS))
         if not step:
             step = 1.0
@@ -312,10 +313,14 @@ class DashboardStore:
         index = {round(s, 3): i for i, s in enumerate(starts)}
         fld = meta.group_by[0]
         lines: dict = {}
+        has, open_ = [False] * n, [False] * n  # windows with documents; with one not (yet) final
         for d, s in zip(docs, present):
             i = index.get(round(s, 3))
             if i is None:
                 continue
+            has[i] = True
+            if d.get("final") is not True:
+                open_[i] = True
             key = (d.get("key") or {}).get(fld)
             values = lines.setdefault(_hashable(key), [key, [0] * n])[1]
             values[i] += d.get("count") or 0
@@ -323,6 +328,11 @@ class DashboardStore:
         out["truncated"] = len(ranked) > SERIES_MAX_KEYS or len(docs) == SERIES_MAX_DOCS
         out["windows"] = [iso(_date(s)) for s in starts]
         out["series"] = [{"key": k, "values": v} for k, v in ranked[:SERIES_MAX_KEYS]]
+        if any(d.get("final") is True for d in docs):
+            # an aggregation whose windows close: those up to the newest closed one are final
+            # (windows close in order; a window with no document in between is closed too)
+            last = max((i for i in range(n) if has[i] and not open_[i]), default=-1)
+            out["final"] = [i <= last for i in range(n)]
         return out
 
     def health(self) -> dict:

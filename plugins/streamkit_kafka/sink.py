@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from streamkit import REQUIRED, Duration, OneOf, Option, Sink, to_json
+from streamkit import EMIT_OPTION, REQUIRED, Duration, OneOf, Option, Sink, to_json
 
 from .client import connection_options
 from .producer import DurableProducer, Producing
@@ -41,11 +41,16 @@ class KafkaSink(Producing, Sink):
                               "Python package)"),
         "delivery_timeout": Option(Duration, 120.0, "fail the flush if a message is not "
                                                     "acknowledged within this time"),
+        "emit": EMIT_OPTION,
     }
 
     @classmethod
     def takes_records(cls, options: dict) -> bool:
-        return options.get("what", "records") == "records"
+        return options.get("what", "records") == "records" and not cls.emits_final(options)
+
+    @classmethod
+    def emits_final(cls, options: dict) -> bool:
+        return options.get("emit") == "final"
 
     def open(self) -> None:
         c = self.config
@@ -74,4 +79,13 @@ class KafkaSink(Producing, Sink):
                                  "values": d.values})  # a sum may exceed 64 bits: written exactly
                 key = _key(d.key.get(field)) if field is not None else None
                 futures.append(send(topic, value=value, key=key))
+        self.producer.wait(futures)
+
+    def write_final(self, windows: list) -> None:
+        """One message per closed window, keyed by the window's id (the same after a replay, so a
+        consumer, or a compacted topic, keeps one per window)."""
+        send, topic = self.producer.send, self.topic
+        futures = [send(topic, key=w.id.encode(), value=to_json({
+            "id": w.id, "aggregation": w.aggregation, "key": w.key, "window": w.window_json(), "final": True,
+            "values": w.values})) for w in windows]
         self.producer.wait(futures)

@@ -86,10 +86,19 @@ class Positions:
             self.epochs[p] = doc["epoch"]
             intent = doc.get("intent")
             if intent:
-                out[p] = Resume(intent["start"], replay_end=intent["end"])
+                out[p] = Resume(intent["start"], replay_end=intent["end"], clock=doc.get("clock"))
             elif doc.get("position") is not None:
-                out[p] = Resume(doc["position"])
+                out[p] = Resume(doc["position"], clock=doc.get("clock"))
         return out
+
+    def clocks(self) -> dict[str, dict]:
+        """The event-time clock stored with each partition's position, for every partition of
+        this pipeline (whichever process owns it); None for one claimed but never written."""
+        if not self.exact:
+            return {}
+        docs = self._retry("read clocks", lambda: list(self.offsets.find(
+            {**self._own_offsets(), "partition": {"$exists": True}}, {"partition": 1, "clock": 1})))
+        return {d["partition"]: d.get("clock") for d in docs}
 
     def _set_intents(self, parts: dict) -> None:
         """Record each partition's range before any document changes (one round trip), each
@@ -109,9 +118,20 @@ class Positions:
                 raise SinkError(f"{self.context.name}: partition {p} is owned by a newer process "
                                 f"(epoch > {self.epochs[p]}); this process stops writing it")
 
-    def _finish(self, parts: dict) -> None:
+    def _finish(self, parts: dict, clocks: dict | None = None) -> None:
+        """Each partition's new position, with its event-time clock in the same update; and the
+        clocks of partitions that moved on without records (idle), each under its epoch."""
         now = dt.datetime.now(UTC)
-        self.offsets.bulk_write([
-            UpdateOne({"_id": self._offset_id(p), "epoch": self.epochs[p]},
-                      {"$set": {"position": part.next, "intent": None, "updated_at": now}})
-            for p, part in parts.items()], ordered=False)
+        clocks = clocks or {}
+        ops = []
+        for p, part in parts.items():
+            done: dict = {"position": part.next, "intent": None, "updated_at": now}
+            if p in clocks:
+                done["clock"] = clocks[p]
+            ops.append(UpdateOne({"_id": self._offset_id(p), "epoch": self.epochs[p]}, {"$set": done}))
+        for p, clock in clocks.items():
+            if p not in parts and p in self.epochs:
+                ops.append(UpdateOne({"_id": self._offset_id(p), "epoch": self.epochs[p]},
+                                     {"$set": {"clock": clock, "updated_at": now}}))
+        if ops:
+            self.offsets.bulk_write(ops, ordered=False)

@@ -13,6 +13,7 @@ from pymongo.errors import BulkWriteError
 from streamkit import UTC, ConfigError, Duration, Option, Sink, iso_time
 
 from .client import DUPLICATE_KEY, TRANSIENT, SinkError, StoreRefused, connect, is_mock, release, retry
+from .closed import ClosedWindows
 from .mongomock_fast import fast_collection
 from .ids import document_id, fence_field, fence_pipeline
 from .positions import Positions
@@ -43,10 +44,11 @@ def _date(ts: float | None) -> dt.datetime | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, UTC)
 
 
-class MongoSink(Positions, Sink):
+class MongoSink(ClosedWindows, Positions, Sink):
     """Aggregates into MongoDB documents with bulk upserts (exactly once by default)."""
 
     exactly_once = True
+    stores_windows = True
 
     options = {
         "uri": Option(str, "mongodb://127.0.0.1:27017", "MongoDB URI; mongomock:// for an in-memory store"),
@@ -104,6 +106,7 @@ class MongoSink(Positions, Sink):
             primaries |= {a.aggregator.primary for a in pipeline.aggregations if a.aggregator.primary}
         for p in sorted(primaries):
             self.coll.create_index([("aggregation", ASCENDING), (p, DESCENDING)])
+        self._create_window_indexes()
 
     def _retry(self, what: str, fn: Any, *args: Any) -> Any:
         return retry(what, lambda: fn(*args), name=self.context.name, limit=self.config["retry_for"],
@@ -213,7 +216,8 @@ class MongoSink(Positions, Sink):
             # the loser of two concurrent creations of a document: it exists now
             self._retry("bulk write", self._bulk, [ops[i] for i in again])
             return
-        self._retry("write intents", self._set_intents, flush.parts)
+        if flush.parts:
+            self._retry("write intents", self._set_intents, flush.parts)
         docs: dict[str, list] = {}
         for partition, part in flush.parts.items():
             fence = (fence_field(self.pipeline_name, partition), part.next)
@@ -225,7 +229,7 @@ class MongoSink(Positions, Sink):
             # filtered on _id alone, these upserts match the (now existing) document: no duplicate key
             slow = [self._update_each(ids[i], docs[ids[i]], now) for i in again]
             self._retry("bulk write", self._bulk, slow)
-        self._retry("finish intents", self._finish, flush.parts)
+        self._retry("finish intents", self._finish, flush.parts, flush.clocks)
 
     # -- starting over ------------------------------------------------------------------
     def reset(self, *, dry_run: bool = False, force: bool = False) -> dict[str, int]:

@@ -7,8 +7,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from streamkit import (ConfigError, DeadLetterDestination, Duration, OneOf, Option, Sink, StreamkitError, echo,
-                       hookimpl, to_json)
+from streamkit import (EMIT_OPTION, ConfigError, DeadLetterDestination, Duration, OneOf, Option, Sink,
+                       StreamkitError, echo, hookimpl, to_json)
 
 log = logging.getLogger("streamkit.dead_letters")
 
@@ -54,7 +54,24 @@ class Console(Sink):
         "format": Option(OneOf("table", "jsonl"), "table", "table or jsonl"),
         "limit": Option(int, 5, "rows per aggregation in a table", min=1),
         "every": Option(Duration, 5.0, "print a table at most this often (deltas are merged meanwhile)"),
+        "emit": EMIT_OPTION,
     }
+
+    @classmethod
+    def emits_final(cls, options: dict) -> bool:
+        return options.get("emit") == "final"
+
+    def write_final(self, windows: list) -> None:
+        """Closed windows: one JSON line each (``format: jsonl``), or one line each in a table."""
+        if self.config["format"] == "jsonl":
+            echo(b"\n".join(to_json(w.to_json()) for w in windows).decode())
+            return
+        lines = []
+        for w in windows:
+            key = ", ".join(f"{k}={v}" for k, v in w.key.items()) or "(all)"
+            vals = "  ".join(f"{k}={_fmt(v)}" for k, v in w.values.items())
+            lines.append(f"{w.aggregation} [{w.window_json()['start']}] closed: {key}: {vals}")
+        echo("\n".join(lines))
 
     def open(self) -> None:
         self.pending: dict = {}
@@ -111,7 +128,11 @@ def _fmt(v: Any) -> str:
 class JsonlSink(Sink):
     """Appends one JSON line per delta (aggregation, key, window, values) to a file."""
 
-    options = {"path": Option(str, help="file to append to")}
+    options = {"path": Option(str, help="file to append to"), "emit": EMIT_OPTION}
+
+    @classmethod
+    def emits_final(cls, options: dict) -> bool:
+        return options.get("emit") == "final"
 
     def open(self) -> None:
         self.fh = open_append(self)
@@ -120,6 +141,9 @@ class JsonlSink(Sink):
         lines = [to_json({"flush": flush.seq, **_delta_json(d)}) for d in flush.deltas()]
         if lines:
             append(self, self.fh, b"\n".join(lines) + b"\n")
+
+    def write_final(self, windows: list) -> None:
+        append(self, self.fh, b"".join(to_json(w.to_json()) + b"\n" for w in windows))
 
     def close(self) -> None:
         if getattr(self, "fh", None):

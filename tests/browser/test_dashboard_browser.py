@@ -56,7 +56,8 @@ def pipeline_file(tmp: str, port: int) -> str:
             {"name": "interactions_per_user", "type": "count", "group_by": ["user_id"]},
             {"name": "interactions_per_item", "type": "count", "group_by": ["item_id"]},
             {"name": "duration_per_item", "type": "avg", "field": "duration_ms", "group_by": ["item_id"]},
-            {"name": "interactions_per_type", "type": "count", "group_by": ["interaction_type"], "window": "1m"},
+            {"name": "interactions_per_type", "type": "count", "group_by": ["interaction_type"], "window": "1m",
+             "lateness": "0s"},
             {"name": "longest_interaction_per_type", "type": "max", "field": "duration_ms",
              "group_by": ["interaction_type"]},
         ],
@@ -303,7 +304,8 @@ def test_dashboard_in_a_real_browser(pipeline, chromium_path, tmp_path):
         assert "hidden" in t.by_id("error").attrs  # no error banner
         assert len(t.by_id("legend").children) == 5  # one line per interaction type
         lines = [n.attrs.get("class") for n in t.by_id("chart").walk() if n.tag == "polyline"]
-        assert lines.count(None) == 5 and lines.count("current") == 5  # the newest window dashed
+        # closed windows solid (final), the newest, still open, dashed
+        assert lines.count("final") == 5 and lines.count("current") == 5, lines
 
     # the markup-like user ids are text, in the top list and in the aggregation table
     top = [n.text() for n in a.by_id("top-users").by_class("text")]

@@ -20,7 +20,6 @@ Types:
 from __future__ import annotations
 
 import os
-import random
 from typing import Any
 
 from streamkit import Batch, Option, Source, hookimpl
@@ -65,9 +64,17 @@ class CrashingMongoSink(MongoSink):
             crash_point(point, lambda: super(CrashingMongoSink, self)._bulk(ops[:len(ops) // 2]))
         return super()._bulk(ops)
 
-    def _finish(self, parts: dict) -> None:
+    def _finish(self, parts: dict, *clocks) -> None:
         crash_point("before_finish")
-        super()._finish(parts)
+        super()._finish(parts, *clocks)
+
+    def close_windows(self, closing: Any) -> None:
+        super().close_windows(closing)
+        crash_point("after_close")  # windows marked final, not yet emitted
+
+    def keep_emitted(self, sink: str, upto: Any) -> None:
+        crash_point("before_keep_emitted")  # windows emitted, how far not yet stored
+        super().keep_emitted(sink, upto)
 
 
 class CrashingJsonlDeadLetters(JsonlDeadLetters):
@@ -80,13 +87,12 @@ class Dealt(Source):
     """Events dealt round-robin to partitions (see the module docstring)."""
 
     options = {"seed": Option(int, 1, "events"), "n": Option(int, 3000, "events in all"),
-               "partitions": Option(int, 3, "partitions"), "batch": Option(int, 100, "records per batch")}
+               "partitions": Option(int, 3, "partitions"), "batch": Option(int, 100, "records per batch"),
+               "lag_every": Option(int, 0, "every n-th event of a partition comes late (processes.dealt)")}
 
     def open(self, hooks: Any) -> None:
-        from processes import make_events
-        k = self.config["partitions"]
-        events = make_events(self.config["n"], random.Random(self.config["seed"]), users=40, items=12)
-        self.data = {f"dealt/{i}": events[i::k] for i in range(k)}
+        from processes import dealt
+        self.data = dealt(self.config["n"], self.config["seed"], self.config["partitions"], self.config["lag_every"])
         resume = hooks.assigned(sorted(self.data)) or {}
         self.pos = {p: resume.get(p, 0) for p in self.data}
 

@@ -183,8 +183,12 @@
       root.appendChild(msg);
       return;
     }
+    // windows that close say which are final: solid up to the newest closed one, dashed after;
+    // otherwise the newest window is taken as still filling
+    const closes = Array.isArray(t.final);
+    const open = closes ? t.final.indexOf(false) : t.windows.length - 1;  // first still-open window
     $("chart-sub").textContent = t.window + " · last " + t.windows.length +
-      (t.windows.length > 1 ? " · dashed: still filling" : "");
+      (closes ? " · solid: closed (final) · dashed: still open" : (t.windows.length > 1 ? " · dashed: still filling" : ""));
     $("chart-sub").title = t.aggregation;
     let max = 0;
     for (const s of t.series) for (const v of s.values) if (v > max) max = v;
@@ -211,11 +215,16 @@
       const pts = s.values.map(function (v, i) { return x(i).toFixed(1) + "," + y(v).toFixed(1); });
       const line = {fill: "none", stroke: color, "stroke-width": 2, "stroke-linejoin": "round",
                     "vector-effect": "non-scaling-stroke"};
-      // the newest window is usually still filling: its segment is dashed so a dip reads as "so far"
-      root.appendChild(svg("polyline", Object.assign({points: pts.slice(0, Math.max(1, n - 1)).join(" ")}, line)));
-      if (n > 1) {
-        root.appendChild(svg("polyline", Object.assign({points: pts.slice(n - 2).join(" "), "stroke-dasharray": "4 4",
-                                                        "class": "current"}, line)));
+      // segments into a window still open are dashed, so a dip reads as "so far"
+      const cut = open < 0 ? n : open;  // points before it are final
+      if (cut > 0 || n === 1) {
+        const solid = Object.assign({points: pts.slice(0, Math.max(1, cut)).join(" ")}, line);
+        if (closes) solid["class"] = "final";
+        root.appendChild(svg("polyline", solid));
+      }
+      if (cut < n && n > 1) {
+        root.appendChild(svg("polyline", Object.assign({points: pts.slice(Math.max(0, cut - 1)).join(" "),
+                                                        "stroke-dasharray": "4 4", "class": "current"}, line)));
       }
       s.values.forEach(function (v, i) {
         const c = svg("circle", {cx: x(i), cy: y(v), r: i === n - 1 ? 3.5 : 2, fill: color});
