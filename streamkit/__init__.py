@@ -3,27 +3,61 @@
 Public API (what plugins may import)::
 
     from streamkit import Pipeline, hookimpl, Source, Sink, Aggregator, Option
+
+Each name is imported from its module on first use, so ``streamkit --version`` and
+commands that need only part of the library do not pay for the rest.
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .components import (EMIT_OPTION, Aggregator, Batch, Context, DeadLetter, DeadLetterDestination, Delta, Flush,
-                         PartitionDelta, PluginType, Resume, Sink, Source, SourceHooks, WindowResult)
-from .result import RunResult
-from .errors import ConfigError, PluginError, SourceUnavailable, StreamkitError
-from .hookspecs import hookimpl, hookspec
-from .merging import MERGE_KINDS, Expr, F, greatest, sqrt, when_positive
-from .options import REQUIRED, Duration, ListOf, OneOf, Option, check_options, parse_duration
-from .pipeline import Pipeline
-from .progress import echo
-from .records import to_json
-from .windows import UTC, event_time, iso_time
+#: public name -> the module (under streamkit) that defines it
+_PUBLIC = {
+    **dict.fromkeys(["Aggregator", "Batch", "Context", "DeadLetter", "DeadLetterDestination", "Delta", "Flush",
+                     "PartitionDelta", "PluginType", "Resume", "Sink", "Source", "SourceHooks", "WindowResult",
+                     "EMIT_OPTION"], "components"),
+    "RunResult": "result",
+    **dict.fromkeys(["ConfigError", "PluginError", "SourceUnavailable", "StreamkitError"], "errors"),
+    **dict.fromkeys(["hookimpl", "hookspec"], "hookspecs"),
+    **dict.fromkeys(["MERGE_KINDS", "Expr", "F", "greatest", "sqrt", "when_positive"], "merging"),
+    **dict.fromkeys(["REQUIRED", "Duration", "ListOf", "OneOf", "Option", "check_options", "parse_duration"],
+                    "options"),
+    "Pipeline": "pipeline",
+    "echo": "progress",
+    "to_json": "records",
+    **dict.fromkeys(["UTC", "event_time", "iso_time"], "windows"),
+}
 
-try:
-    __version__ = _version("streamkit")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+if TYPE_CHECKING:
+    from .components import (EMIT_OPTION, Aggregator, Batch, Context, DeadLetter, DeadLetterDestination, Delta,
+                             Flush, PartitionDelta, PluginType, Resume, Sink, Source, SourceHooks, WindowResult)
+    from .errors import ConfigError, PluginError, SourceUnavailable, StreamkitError
+    from .hookspecs import hookimpl, hookspec
+    from .merging import MERGE_KINDS, Expr, F, greatest, sqrt, when_positive
+    from .options import REQUIRED, Duration, ListOf, OneOf, Option, check_options, parse_duration
+    from .pipeline import Pipeline
+    from .progress import echo
+    from .records import to_json
+    from .result import RunResult
+    from .windows import UTC, event_time, iso_time
+
+
+#: the one place the version is written (pyproject.toml reads it from here)
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "Pipeline", "RunResult", "hookimpl", "hookspec",

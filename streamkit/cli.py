@@ -2,18 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import sys
-import traceback
 from typing import NoReturn, Sequence
 
-from . import __version__
-from .config import AGGREGATION_OPTIONS, PIPELINE_WINDOW_OPTIONS
 from .errors import StreamkitError
-from .options import check_max_events, check_run_duration
-from .plugins import build_registry, get_plugin_manager
 
 BROKEN_PIPE = 141  # what a shell reports for a command ended by SIGPIPE
 
@@ -28,6 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _max_events(text: str) -> int:
+    from .options import check_max_events
     try:
         value = int(text)
     except ValueError:
@@ -41,6 +35,7 @@ def _max_events(text: str) -> int:
 
 
 def _duration(text: str) -> float:
+    from .options import check_run_duration
     try:
         return check_run_duration(text)  # type: ignore[return-value]
     except ValueError as exc:
@@ -52,6 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_yaml(args.file, overrides=args.set)
     result = pipeline.run(max_events=args.max_events, duration=args.duration, progress=not args.quiet)
     if args.json:
+        import json
         print(json.dumps(result.as_dict()))
     else:
         print(result)
@@ -98,6 +94,8 @@ def _print_counts(counts: dict[str, dict[str, int]]) -> None:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .config import AGGREGATION_OPTIONS, PIPELINE_WINDOW_OPTIONS
+    from .plugins import build_registry, get_plugin_manager
     pm = get_plugin_manager()
     for mod in args.module or []:
         from .plugins import load_module_plugin
@@ -109,6 +107,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     data["pipeline_options"] = {k: o.describe() for k, o in PIPELINE_WINDOW_OPTIONS.items()}
     data["plugins"] = sorted(pm.get_name(p) or "" for p in pm.get_plugins())
     if args.json:
+        import json
         print(json.dumps(data, indent=2, default=str))
         return 0
     for kind in [*registry.types, "section"]:
@@ -131,7 +130,14 @@ def _print_options(options: dict) -> None:
         print(f"      {oname:<20} {o['type']:<18} {req}  {o['help']}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: the commands of the core; a command line naming one of them (or only --version) loads no plugin
+CORE_COMMANDS = ("run", "validate", "reset", "plugins")
+
+
+def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
+    """The command-line parser; ``plugin_commands=False`` leaves out the commands plugins add,
+    so that no plugin is imported."""
+    from . import __version__
     parser = _Parser(prog="streamkit", description="Real-time stream aggregation pipelines.")
     parser.add_argument("--version", action="version", version=f"streamkit {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
@@ -167,16 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
     plug.add_argument("--module", action="append", metavar="MODULE", help="also load this plugin module")
     plug.set_defaults(func=_cmd_plugins)
 
-    get_plugin_manager().hook.register_commands(subparsers=sub)
+    if plugin_commands:
+        from .plugins import get_plugin_manager
+        get_plugin_manager().hook.register_commands(subparsers=sub)
     return parser
+
+
+def _needs_plugin_commands(argv: Sequence[str]) -> bool:
+    """Whether parsing ``argv`` can involve a command a plugin adds: not when it names a core
+    command, nor for ``--version`` alone (the top-level options take no values)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command is None:
+        return "--version" not in argv or any(a in ("-h", "--help") for a in argv)
+    return command not in CORE_COMMANDS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     verbose = False
     try:
-        parser = build_parser()
+        argv = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser(plugin_commands=_needs_plugin_commands(argv))
         args = parser.parse_args(argv)
         verbose = args.verbose > 0
+        import logging
         level = logging.WARNING - 10 * min(args.verbose, 2)
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if not getattr(args, "func", None):
@@ -185,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except StreamkitError as exc:
         if verbose:
+            import traceback
             traceback.print_exc()
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"streamkit: error: {message}", file=sys.stderr)

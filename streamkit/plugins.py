@@ -72,8 +72,14 @@ def kinds(pm: pluggy.PluginManager) -> dict[str, tuple[str, type]]:
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     wanted = os.environ.get("STREAMKIT_PLUGINS")
     allow = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
+    # a distribution's metadata is parsed anew on every access: once per distribution here
+    # (streamkit's own, with the README in it, costs milliseconds each time)
+    dists: dict[Any, tuple[str, str]] = {}
     for ep in importlib.metadata.entry_points(group=GROUP):
-        dist = ep.dist.name if ep.dist else ""
+        if ep.dist is not None and ep.dist not in dists:
+            meta = ep.dist.metadata
+            dists[ep.dist] = (meta["Name"], meta["Version"])
+        dist, dist_version = dists[ep.dist] if ep.dist is not None else ("", "")
         if allow is not None and ep.name not in allow and dist not in allow:
             continue
         if pm.get_plugin(ep.name) is not None:
@@ -87,7 +93,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"plugin {ep.name!r} ({dist}) is not a valid plugin: {_one_line(exc)}") from None
         _check_hooks(pm, module, f"plugin {ep.name!r} ({dist})")
-        _PROVENANCE[ep.name] = (dist, ep.dist.version if ep.dist else "")
+        _PROVENANCE[ep.name] = (dist, dist_version)
 
 
 _PROVENANCE: dict[str, tuple[str, str]] = {}

@@ -25,7 +25,8 @@ REQUIRE = "STREAMKIT_REQUIRE_SERVERS"
 HOW = 'start the servers with: eval "$(scripts/services up)"'
 # fixture -> the marker of every test that uses it
 NEEDS = {"kafka_bootstrap": "integration", "mongo_uri": "integration", "secantus": "integration",
-         "chromium_path": "browser"}
+         "chromium_path": "browser",
+         "prometheus_path": "integration", "promtool_path": "integration", "docker_compose_path": "integration"}
 # (fixture, param) -> the marker of every test that takes that parameter of the fixture
 PARAM_NEEDS = {("store", "server"): "integration"}
 MARKERS = ("integration", "browser")
@@ -113,6 +114,29 @@ def chromium_path() -> str:
     if not path:
         pytest.skip("chromium is not on PATH; install it with: apt-get install chromium")
     return path
+
+
+def _program(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        pytest.skip(f"{name} is not on PATH; install it with: apt-get install {package}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def prometheus_path() -> str:
+    return _program("prometheus", "prometheus")
+
+
+@pytest.fixture(scope="session")
+def promtool_path() -> str:
+    return _program("promtool", "prometheus")
+
+
+@pytest.fixture(scope="session")
+def docker_compose_path() -> str:
+    """Debian's docker-compose, which parses and resolves a compose file without a Docker daemon."""
+    return _program("docker-compose", "docker-compose")
 
 
 @pytest.fixture

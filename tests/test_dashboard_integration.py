@@ -168,7 +168,7 @@ def test_every_request_reads_a_bounded_number_of_documents(database, mongo_uri):
         _, n, cmds = fetch("api/alerts?limit=5")
         assert n <= 5 + 2, (n, cmds)
         text, n, cmds = fetch("metrics")
-        assert n <= 30 and 'streamkit_aggregation_keys{aggregation="per_user"} 10000' in text, (n, cmds)
+        assert n <= 30 and 'streamkit_aggregation_keys{aggregation="per_user"} 10000.0' in text, (n, cmds)
         _, n, cmds = fetch("healthz")
         assert n <= 1
     finally:

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,6 +54,8 @@ class WebhookAlerts(AlertDestination):
             self._post(a)
 
     def _post(self, alert: dict) -> None:
+        import urllib.error
+        import urllib.request  # on first use: http.client and ssl cost every command's start-up
         c = self.config
         body = json.dumps(alert, default=str).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "streamkit-alerts", **c["headers"]}

@@ -17,9 +17,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pymongo import ASCENDING, DESCENDING, InsertOne
-from pymongo.errors import BulkWriteError
-
 from streamkit import UTC, iso_time
 from streamkit_mongodb import DUPLICATE_KEY
 
@@ -121,6 +118,7 @@ class AlertEngine:
         self.fired: set[str] = set()
 
     def start(self) -> None:
+        from pymongo import ASCENDING, DESCENDING
         self.alerts.create_index([("collection", ASCENDING), ("fired_at", DESCENDING)])
 
     def flushed(self, flush: Any) -> list[dict]:
@@ -165,6 +163,8 @@ class AlertEngine:
     def _store(self, candidates: list[dict]) -> tuple[list[dict], set]:
         """Insert; an alert whose ``_id`` exists already fired (here or in another process).
         Returns the new alerts and the ids that could not be stored (tried again next flush)."""
+        from pymongo import InsertOne
+        from pymongo.errors import BulkWriteError
         try:
             self.alerts.bulk_write([InsertOne(c) for c in candidates], ordered=False)
             return candidates, set()

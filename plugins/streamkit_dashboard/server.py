@@ -209,11 +209,11 @@ def build_app(store: DashboardStore, *, refresh: float = 2.0, token: str | None 
     @app.get("/metrics")
     def metrics() -> Any:
         try:
-            text = prometheus.render(store.health(), store.aggregation_list()["aggregations"],
+            body = prometheus.render(store.health(), store.aggregation_list()["aggregations"],
                                      store.recent_alerts(1)["total"])
         except PyMongoError as exc:
             return _error(503, f"MongoDB unavailable: {exc}")
-        return bottle.HTTPResponse(text.encode(), headers={"Content-Type": prometheus.CONTENT_TYPE})
+        return bottle.HTTPResponse(body, headers={"Content-Type": prometheus.CONTENT_TYPE})
 
     def json_error(err: bottle.HTTPError) -> bytes:
         bottle.response.content_type = "application/json; charset=utf-8"

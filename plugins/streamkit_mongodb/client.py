@@ -6,20 +6,21 @@ import threading
 import time
 from typing import Any, Callable
 
-from pymongo import MongoClient
-from pymongo.errors import (AutoReconnect, ConnectionFailure, NetworkTimeout, PyMongoError,
-                            ServerSelectionTimeoutError)
-
 from streamkit import StreamkitError
 
 log = logging.getLogger("streamkit.mongodb")
 #: the server's code for a write that met an existing ``_id`` (or unique key)
 DUPLICATE_KEY = 11000
-#: errors that go away when the server is back
-TRANSIENT = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError)
 
 _mock_clients: dict[str, Any] = {}
 _mock_lock = threading.Lock()
+
+
+def transient() -> tuple[type[Exception], ...]:
+    """The errors that go away when the server is back (pymongo is imported on first use:
+    ``except transient()`` evaluates only when something was raised)."""
+    from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
+    return (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError)
 
 
 class SinkError(StreamkitError):
@@ -46,6 +47,7 @@ def connect(uri: str, **kwargs: Any) -> Any:
                     import mongomock  # type: ignore[no-redef]
                 _mock_clients[uri] = mongomock.MongoClient(tz_aware=True)
             return _mock_clients[uri]
+    from pymongo import MongoClient
     return MongoClient(uri, tz_aware=True, **kwargs)
 
 
@@ -66,7 +68,7 @@ def retry(what: str, fn: Callable[[], Any], *, name: str, limit: float | None, b
             if warned:
                 log.warning("MongoDB is back; %s succeeded", what)
             return result
-        except TRANSIENT as exc:
+        except transient() as exc:
             waited = time.monotonic() - started
             if limit is not None and waited >= limit:
                 raise SinkError(f"{name}: MongoDB unreachable for {waited:.0f}s during {what}: {exc}") from None
@@ -83,6 +85,7 @@ def retry(what: str, fn: Callable[[], Any], *, name: str, limit: float | None, b
 def try_briefly(what: str, fn: Callable[[], Any], logger: logging.Logger, tries: int = 3) -> bool:
     """For writes secondary to the pipeline's own (status, alerts): ``fn()``, tried ``tries`` times
     over about a second, then a warning on ``logger`` ("could not <what>") and False."""
+    from pymongo.errors import PyMongoError
     for attempt in range(tries):
         try:
             fn()

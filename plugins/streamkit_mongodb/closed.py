@@ -13,8 +13,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Callable, Mapping
 
-from pymongo import ASCENDING, UpdateOne
-
 from streamkit import UTC, WindowResult
 
 from .ids import _escape, _unescape
@@ -58,6 +56,7 @@ class ClosedWindows:
         return None
 
     def _create_window_indexes(self) -> None:
+        from pymongo import ASCENDING
         pipeline = self.context.pipeline
         aggs = pipeline.aggregations if pipeline is not None else []
         if any(a.closes for a in aggs):
@@ -95,7 +94,7 @@ class ClosedWindows:
         filt = {"aggregation": aggregation, "final": True,
                 "window.end": {"$gt": as_date(after), "$lte": as_date(until)}}
         docs = self._retry("read closed windows", lambda: list(
-            self.coll.find(filt).sort([("window.end", ASCENDING), ("_id", ASCENDING)])))
+            self.coll.find(filt).sort([("window.end", 1), ("_id", 1)])))
         return [WindowResult(aggregation, d.get("key") or {}, _seconds(d["window"]["start"]),
                              _seconds(d["window"]["end"]), {f: d.get(f) for f in fields}, str(d["_id"]))
                 for d in docs]
@@ -110,6 +109,7 @@ class ClosedWindows:
         return {_unescape(k): float(v) for k, v in got.items() if isinstance(v, (int, float))}
 
     def keep_emitted(self, sink: str, upto: Mapping[str, float]) -> None:
+        from pymongo import UpdateOne
         path = "emitted." + _escape(sink)
         update = {"$max": {f"{path}.{_escape(a)}": float(v) for a, v in upto.items()},
                   "$setOnInsert": {"pipeline": self.pipeline_name, "collection": self.config["collection"],

@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Callable
 
-from pymongo import ReturnDocument, UpdateOne
-
 from streamkit import UTC, Resume
 
 from .client import SinkError, StoreRefused
@@ -74,6 +72,7 @@ class Positions:
         start and end of an unfinished intent that must be replayed with the same boundaries."""
         if not self.exact:
             return {}
+        from pymongo import ReturnDocument
         out: dict = {}
         for p in partitions:
             insert = {"pipeline": self.pipeline_name, "partition": p, "collection": self.config["collection"],
@@ -106,6 +105,7 @@ class Positions:
         unclaimed = [p for p in parts if p not in self.epochs]
         if unclaimed:  # partitions this process never claimed (a source without assignments)
             self.positions(unclaimed)
+        from pymongo import UpdateOne
         ops = [UpdateOne({"_id": self._offset_id(p), "epoch": self.epochs[p]},
                          {"$set": {"intent": {"start": part.first, "end": part.next}}})
                for p, part in parts.items()]
@@ -121,6 +121,7 @@ class Positions:
     def _finish(self, parts: dict, clocks: dict | None = None) -> None:
         """Each partition's new position, with its event-time clock in the same update; and the
         clocks of partitions that moved on without records (idle), each under its epoch."""
+        from pymongo import UpdateOne
         now = dt.datetime.now(UTC)
         clocks = clocks or {}
         ops = []

@@ -3,22 +3,20 @@ fenced per source partition, and starting over (``streamkit reset``)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
-
-import bson
-from bson.errors import BSONError
-from pymongo import ASCENDING, DESCENDING, UpdateOne
-from pymongo.errors import BulkWriteError
+from typing import TYPE_CHECKING, Any
 
 from streamkit import UTC, ConfigError, Duration, Option, Sink, iso_time
 
-from .client import DUPLICATE_KEY, TRANSIENT, SinkError, StoreRefused, connect, is_mock, release, retry
+from .client import DUPLICATE_KEY, SinkError, StoreRefused, connect, is_mock, release, retry, transient
 from .closed import ClosedWindows
 from .mongomock_fast import fast_collection
 from .ids import document_id, fence_field, fence_pipeline
 from .positions import Positions
 from .reading import Aggregates
 from .updates import KINDS, derived_fields, merge_fields, unsupported
+
+if TYPE_CHECKING:  # pymongo and bson are imported where they are used: `streamkit validate` needs neither
+    from pymongo import UpdateOne
 
 _WAY_OUT = ("nothing of this flush was acknowledged: fix the cause (the server's validation rules, "
             "indexes or limits) and start again, and the flush is replayed exactly; or start over "
@@ -99,6 +97,7 @@ class MongoSink(ClosedWindows, Positions, Sink):
         self._created: set = set()  # of the flush being written; see Aggregates.created
 
     def _create_indexes(self) -> None:
+        from pymongo import ASCENDING, DESCENDING
         self.coll.create_index([("aggregation", ASCENDING), ("window.start", DESCENDING)])
         primaries = {"count"}
         pipeline = self.context.pipeline
@@ -145,6 +144,7 @@ class MongoSink(ClosedWindows, Positions, Sink):
         fin = derived_fields(agg)
         if fin:
             pipeline.append({"$set": fin})
+        from pymongo import UpdateOne
         return UpdateOne(filt, pipeline, upsert=True)
 
     def _update_each(self, _id: str, parts: list, now: dt.datetime) -> UpdateOne:
@@ -163,6 +163,7 @@ class MongoSink(ClosedWindows, Positions, Sink):
         fin = derived_fields(agg)
         if fin:
             pipeline.append({"$set": fin})
+        from pymongo import UpdateOne
         return UpdateOne({"_id": _id}, pipeline, upsert=True)
 
     def _bulk(self, ops: list) -> list[int]:
@@ -172,6 +173,8 @@ class MongoSink(ClosedWindows, Positions, Sink):
         stops the pipeline with one line naming the document (:meth:`_rejected`)."""
         if not ops:
             return []
+        from bson.errors import BSONError
+        from pymongo.errors import BulkWriteError
         try:
             result = self.coll.bulk_write(ops, ordered=False)
             self._created.update(result.upserted_ids.values())
@@ -195,6 +198,8 @@ class MongoSink(ClosedWindows, Positions, Sink):
 
     def _unencodable(self, ops: list, exc: Exception) -> SinkError:
         """The first document pymongo cannot encode, found one update at a time (this path only)."""
+        import bson
+        from bson.errors import BSONError
         culprit = None
         for op in ops:
             try:
@@ -243,7 +248,7 @@ class MongoSink(ClosedWindows, Positions, Sink):
         self._connect()
         try:  # one attempt: a command run by hand should not wait for a server that is down
             return self._reset(dry_run, force)
-        except TRANSIENT as exc:
+        except transient() as exc:
             raise SinkError(f"{self.context.name}: MongoDB unreachable at {self.config['uri']}: {exc}; "
                             f"nothing was removed") from None
 

@@ -188,7 +188,7 @@
     const closes = Array.isArray(t.final);
     const open = closes ? t.final.indexOf(false) : t.windows.length - 1;  // first still-open window
     $("chart-sub").textContent = t.window + " · last " + t.windows.length +
-      (closes ? " · solid: closed (final) · dashed: still open" : (t.windows.length > 1 ? " · dashed: still filling" : ""));
+      (closes ? " · solid: final · dashed: open" : (t.windows.length > 1 ? " · dashed: still filling" : ""));
     $("chart-sub").title = t.aggregation;
     let max = 0;
     for (const s of t.series) for (const v of s.values) if (v > max) max = v;
