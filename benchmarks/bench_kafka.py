@@ -1,12 +1,30 @@
-"""streamkit reading Kafka against the kafka-python client's own ceiling and the seed's naive
-consumer, side by side in one run, on a 4-partition topic pre-filled with generated events.
+"""streamkit reading Kafka against the client libraries' own ceilings, the closest peer (Quix
+Streams) and the seed's naive consumer, side by side in one run, on a 4-partition topic
+pre-filled with generated events.
 
     eval "$(scripts/services up)"
-    python benchmarks/bench_kafka.py                       # 200,000 events
+    python benchmarks/bench_kafka.py                       # 200,000 events, on kafka-python
     python benchmarks/bench_kafka.py --events 1000000      # the issue's figure
     python benchmarks/bench_kafka.py --profile             # also: where kafka-python spends its time
+    python benchmarks/bench_kafka.py --clients --events 990000 --repeat 3 --aggregations count
+                                                           # the two clients and Quix Streams, paired rounds
 
-Contenders (each reads the whole topic from the start, in its own consumer group):
+With ``--clients`` (the client libraries compared; needs the ``fast`` or ``test`` extra), every
+round runs, in pairs whose order rotates from round to round:
+
+  (b-rd) / (a-rd)   a bare confluent-kafka consume loop + orjson, and streamkit on confluent-kafka
+                    (``client: confluent-kafka``) -> the aggregations -> discard
+  (b) / (a-kp)      the same two on kafka-python
+  (a-kp) / (a-rd)   streamkit on each client -> mongodb on MONGO_URI, exactly-once
+  (q)               Quix Streams 3.28.1 counting per user (the message key) in its RocksDB state,
+                    in a virtual environment of its own under ~/.cache/streamkit (installed by this
+                    script on first use)
+
+and prints each rate per round and the ratios within each round (with ``--profile``, also where
+streamkit's reading thread spends its time on confluent-kafka). Without ``--clients``:
+
+Contenders (each reads the whole topic from the start, in its own consumer group; streamkit on
+kafka-python, ``client: kafka-python``):
 
   (a) streamkit   kafka -> count per user + avg duration per item -> sink, with the sink being
                   mongodb on MONGO_URI (SecantusDB in tests), mongodb on mongomock:// (an
@@ -177,29 +195,115 @@ class Probe:
         return inside / total
 
 
-def streamkit_run(bootstrap: str, topic: str, n: int, sink: dict, flush: dict) -> dict:
+def streamkit_run(bootstrap: str, topic: str, n: int, sink: dict, flush: dict, client: str = "kafka-python",
+                  aggregations: list[dict] = AGGREGATIONS, profile: bool = False) -> dict:
     from streamkit import Pipeline
 
     config = {
         "name": f"bench-{uuid.uuid4().hex[:8]}",
-        "source": {"type": "kafka", "bootstrap_servers": bootstrap, "topic": topic,
+        "source": {"type": "kafka", "client": client, "bootstrap_servers": bootstrap, "topic": topic,
                    "group_id": f"bench-sk-{uuid.uuid4().hex[:8]}", "start": "earliest"},
-        "aggregations": AGGREGATIONS,
+        "aggregations": aggregations,
         "sinks": [sink],
         "flush": flush,
     }
     probe = Probe()
     restore = probe.install()
+    prof = cProfile.Profile() if profile else None
     try:
+        pipeline = Pipeline.from_dict(config)
         started = time.perf_counter()
-        r = Pipeline.from_dict(config).run(max_events=n)
+        if prof:
+            prof.enable()
+        r = pipeline.run(max_events=n)
+        if prof:
+            prof.disable()
         end = time.perf_counter()
     finally:
         restore()
     write_time = sum(e - s for s, e in probe.writes)
     return {"records": r.records_read, "seconds": end - started, "steady": end - probe.first,
             "flushes": r.flushes, "write_time": write_time, "waiting": probe.waiting,
-            "read_while_writing": probe.read_while_writing()}
+            "read_while_writing": probe.read_while_writing(), "profile": prof}
+
+
+# -- the librdkafka client's ceiling and the closest peer ----------------------------------------
+def bare_librdkafka(bootstrap: str, topic: str, n: int) -> dict:
+    """(b-rd) a confluent-kafka consume loop that orjson-decodes every value and does nothing else."""
+    from confluent_kafka import Consumer
+
+    loads = orjson.loads
+    started = time.perf_counter()
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-rd-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got, first = 0, None
+    try:
+        while got < n:
+            msgs = c.consume(10_000, 0.2)
+            if msgs and first is None:
+                first = time.perf_counter()
+            records = [loads(m.value()) for m in msgs]
+            got += len(records)
+    finally:
+        c.close()
+    end = time.perf_counter()
+    return {"records": got, "seconds": end - started, "steady": end - first}
+
+
+QUIX = "quixstreams==3.28.1"
+QUIX_APP = r"""
+import json, sys, tempfile, time, uuid
+from quixstreams import Application
+
+bootstrap, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+started = time.perf_counter()
+app = Application(broker_address=bootstrap, consumer_group=f"bench-quix-{uuid.uuid4().hex[:8]}",
+                  auto_offset_reset="earliest", state_dir=tempfile.mkdtemp(prefix="bench-quix-"),
+                  loglevel="WARNING")
+seen = {"n": 0, "first": None}
+
+def count(value, state):  # the topic is keyed by user: Quix's state is per message key
+    state.set("count", state.get("count", 0) + 1)
+    seen["n"] += 1
+    if seen["first"] is None:
+        seen["first"] = time.perf_counter()
+    if seen["n"] == n:
+        seen["end"] = time.perf_counter()
+        app.stop()
+
+app.dataframe(app.topic(topic, value_deserializer="json")).update(count, stateful=True)
+app.run()
+print(json.dumps({"records": seen["n"], "seconds": seen["end"] - started, "steady": seen["end"] - seen["first"]}))
+"""
+
+
+def quix_python() -> str:
+    """The Python of a virtual environment with Quix Streams (made, and kept, on first use)."""
+    import subprocess
+    home = os.path.join(os.path.expanduser("~"), ".cache", "streamkit", f"venv-{QUIX.replace('==', '-')}")
+    exe = os.path.join(home, "bin", "python")
+    if not os.path.exists(exe) or subprocess.run([exe, "-c", "import quixstreams"],
+                                                 capture_output=True).returncode:
+        log(f"installing {QUIX} into {home} (once) ...")
+        subprocess.run([sys.executable, "-m", "venv", home], check=True)
+        subprocess.run([exe, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", QUIX],
+                       check=True)
+    return exe
+
+
+def quix(bootstrap: str, topic: str, n: int) -> dict:
+    """(q) Quix Streams: count per user (the message key) in its RocksDB state, no sink."""
+    import subprocess
+    proc = subprocess.run([quix_python(), "-c", QUIX_APP, bootstrap, topic, str(n)], capture_output=True,
+                          text=True, timeout=3600)
+    if proc.returncode:
+        raise RuntimeError(f"the Quix Streams contender failed:\n{proc.stderr[-2000:]}")
+    return json_loads_last(proc.stdout)
+
+
+def json_loads_last(text: str) -> dict:
+    return orjson.loads(text.strip().splitlines()[-1])
 
 
 # -- (c) the seed's naive consumer ---------------------------------------------------------------
@@ -272,6 +376,92 @@ def where_kafka_python_spends(prof: cProfile.Profile, limit: int = 8) -> str:
     return "\n".join(lines)
 
 
+COUNT_PER_USER = [AGGREGATIONS[0]]
+
+#: --clients: contenders run in pairs, each ratio taken within its pair of the same round
+CLIENT_PAIRS = [("b-rd", "a-rd-discard"), ("b", "a-kp-discard"), ("a-kp-mongodb", "a-rd-mongodb"), ("q",)]
+CLIENT_RATIOS = [("a-rd-discard", "b-rd", ">= 0.8"), ("a-rd-mongodb", "a-kp-mongodb", ">= 1.5"),
+                 ("a-kp-discard", "b", ""), ("b-rd", "b", ""), ("a-rd-discard", "a-kp-discard", ""),
+                 ("a-rd-discard", "q", "")]
+
+
+def measure_clients(args: argparse.Namespace, bootstrap: str, mongo: str | None, topic: str, skip: set) -> int:
+    """The two client libraries side by side, and Quix Streams, in paired rounds."""
+    n = args.events
+    if not ensure_topic(bootstrap, topic, n):
+        return 2
+    aggs = COUNT_PER_USER if args.aggregations == "count" else AGGREGATIONS
+    what = "count per user" if args.aggregations == "count" else "count per user + avg duration per item"
+    flush = {"interval": args.flush_interval, "max_records": args.flush_max_records}
+    databases: list[str] = []
+
+    def into_mongo() -> dict:  # a new database each time: exactly-once would resume otherwise
+        databases.append(f"bench_{uuid.uuid4().hex[:8]}")
+        return {"type": "mongodb", "uri": mongo, "database": databases[-1], "collection": "aggregations"}
+
+    runs = {
+        "b-rd": ("(b-rd) bare confluent-kafka consume loop + orjson", lambda: bare_librdkafka(bootstrap, topic, n)),
+        "b": ("(b) bare kafka-python poll loop + orjson", lambda: bare(bootstrap, topic, n)),
+        "a-rd-discard": (f"(a-rd) streamkit on confluent-kafka -> {what} -> discard",
+                         lambda: streamkit_run(bootstrap, topic, n, {"type": "discard"}, flush, "confluent-kafka", aggs)),
+        "a-kp-discard": (f"(a-kp) streamkit on kafka-python -> {what} -> discard",
+                         lambda: streamkit_run(bootstrap, topic, n, {"type": "discard"}, flush, "kafka-python", aggs)),
+        "a-rd-mongodb": ("(a-rd) the same on confluent-kafka -> mongodb on MONGO_URI, exactly-once",
+                         lambda: streamkit_run(bootstrap, topic, n, into_mongo(), flush, "confluent-kafka", aggs)),
+        "a-kp-mongodb": ("(a-kp) the same on kafka-python -> mongodb on MONGO_URI, exactly-once",
+                         lambda: streamkit_run(bootstrap, topic, n, into_mongo(), flush, "kafka-python", aggs)),
+        "q": (f"(q) {QUIX.replace('==', ' ')} (librdkafka, RocksDB state) count per user, no sink",
+              lambda: quix(bootstrap, topic, n)),
+    }
+    if not mongo:
+        skip |= {"a-rd-mongodb", "a-kp-mongodb"}
+    rates: dict[str, list[float]] = {k: [] for k in runs if k not in skip}
+    for i in range(args.repeat):
+        pairs = CLIENT_PAIRS[i % len(CLIENT_PAIRS):] + CLIENT_PAIRS[:i % len(CLIENT_PAIRS)]
+        for pair in pairs:
+            for key in (pair if i % 2 == 0 else pair[::-1]):
+                if key in rates:
+                    log(f"{runs[key][0]} ... [round {i + 1}/{args.repeat}]")
+                    rates[key].append(rate(runs[key][1]()))
+    if databases:
+        from pymongo import MongoClient
+        with MongoClient(mongo) as client:
+            for d in databases:
+                client.drop_database(d)
+
+    print(f"\n{n:,} events, 4 partitions, {USERS:,} users, {ITEMS} items; streamkit: {what}, flush.interval "
+          f"{args.flush_interval}, flush.max_records {args.flush_max_records:,}; records/s from the first record "
+          f"read; {args.repeat} rounds, pairs in turn (order rotating), other work on the machine meanwhile")
+    print(f"{'contender':<84} " + " ".join(f"{'round ' + str(i + 1):>9}" for i in range(args.repeat))
+          + f" {'median':>9}")
+    for key, got in rates.items():
+        print(f"{runs[key][0]:<84} " + " ".join(f"{r:>9,.0f}" for r in got) + f" {statistics.median(got):>9,.0f}")
+    print("\nratios within each round (median, min-max)")
+    for a, b, target in CLIENT_RATIOS:
+        if a in rates and b in rates:
+            got = [x / y for x, y in zip(rates[a], rates[b])]
+            aim = f"  target {target}" if target else ""
+            print(f"  {a:>12} / {b:<12} {statistics.median(got):5.2f}x ({min(got):.2f}-{max(got):.2f}){aim}")
+    if args.profile:
+        log("(a-rd) streamkit on confluent-kafka -> discard once more under cProfile ...")
+        prof = streamkit_run(bootstrap, topic, n, {"type": "discard"}, flush, "confluent-kafka", aggs,
+                             profile=True)["profile"]
+        print("\nwhere streamkit on confluent-kafka spends its reading thread's time (cProfile, top by own time):")
+        print(where_kafka_python_spends(prof, limit=12))
+    return 0
+
+
+def ensure_topic(bootstrap: str, topic: str, n: int) -> bool:
+    have = topic_size(bootstrap, topic)
+    if have == 0:
+        log(f"filling {topic} (4 partitions) with {n:,} generated events ...")
+        log(f"  produced at {fill(bootstrap, topic, n):,.0f} events/s (streamkit generator -> kafka sink)")
+    elif have != n:
+        log(f"topic {topic} holds {have:,} events, not {n:,}")
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     from streamkit_mongodb import speed_up_mongomock
     speed_up_mongomock()  # mongomock looks documents up by _id, as a server does
@@ -288,7 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flush-max-records", type=int, default=500_000,
                     help="streamkit's flush.max_records (default 500,000: flushes are time-triggered)")
     ap.add_argument("--skip", default="", help="comma list of contenders to skip: "
-                                               "mongodb,mongomock,discard,python-crc,naive-mongodb,naive-mongomock")
+                                               "mongodb,mongomock,discard,python-crc,naive-mongodb,naive-mongomock; "
+                                               "with --clients: b-rd,b,a-rd-discard,a-kp-discard,a-rd-mongodb,"
+                                               "a-kp-mongodb,q")
+    ap.add_argument("--clients", action="store_true",
+                    help="compare the client libraries instead: bare loops and streamkit on confluent-kafka and "
+                         "on kafka-python, and Quix Streams (installed into its own venv on first use), in paired "
+                         "rounds (--repeat of them)")
+    ap.add_argument("--aggregations", choices=("count", "both"), default="both",
+                    help="streamkit's aggregations: count per user, or also avg duration per item (default)")
     args = ap.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
     mongo = os.environ.get("MONGO_URI")
@@ -303,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
 
     topic = args.topic or f"bench_{n}_{uuid.uuid4().hex[:6]}"
     try:
-        return measure(args, bootstrap, mongo, topic, skip)
+        return (measure_clients if args.clients else measure)(args, bootstrap, mongo, topic, skip)
     finally:
         if not args.topic and not args.keep_topic:
             drop_topic(bootstrap, topic)
@@ -311,12 +509,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args: argparse.Namespace, bootstrap: str, mongo: str | None, topic: str, skip: set) -> int:
     n = args.events
-    have = topic_size(bootstrap, topic)
-    if have == 0:
-        log(f"filling {topic} (4 partitions) with {n:,} generated events ...")
-        log(f"  produced at {fill(bootstrap, topic, n):,.0f} events/s (streamkit generator -> kafka sink)")
-    elif have != n:
-        log(f"topic {topic} holds {have:,} events, not {n:,}")
+    if not ensure_topic(bootstrap, topic, n):
         return 2
 
     results: dict[str, dict] = {}

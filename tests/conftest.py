@@ -75,6 +75,17 @@ def _servers_only_where_marked(request, monkeypatch):
         monkeypatch.delenv("MONGO_URI", raising=False)
 
 
+#: the client libraries behind the ``kafka`` types; confluent-kafka comes with the ``test`` extra
+KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
+
+
+@pytest.fixture(params=KAFKA_CLIENTS)
+def kafka_client(request) -> str:
+    """Each Kafka client library in turn (the ``client:`` option): a test that takes this fixture
+    proves the two behave alike. Only the tests that prove parity take it, to keep CI short."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     value = os.environ.get("KAFKA_BOOTSTRAP")

@@ -214,12 +214,13 @@ def pipeline(name: str, source: dict, uri: str, database: str, aggregations: lis
             "flush": flush, "delivery": delivery}
 
 
-def kafka_source(bootstrap: str, topic: str, group: str, instance: str | None = None) -> dict:
+def kafka_source(bootstrap: str, topic: str, group: str, instance: str | None = None,
+                 client: str = "auto") -> dict:
     """A ``kafka`` source whose killed member leaves the group within seconds (the broker's
     shortest session, 6 s, rather than 45 s) and that finds a restarted broker within a second.
     With ``instance`` (static membership) a restart with the same id takes the killed member's
-    partitions at once."""
-    source = {"type": "kafka", "bootstrap_servers": bootstrap, "topic": topic, "group_id": group,
+    partitions at once. ``client``: the client library (the ``kafka_client`` fixture)."""
+    source = {"type": "kafka", "client": client, "bootstrap_servers": bootstrap, "topic": topic, "group_id": group,
               "connect_timeout": "20s", "max_poll_records": 500, "session_timeout": "6s",
               "reconnect_backoff_max": "1s"}
     if instance is not None:

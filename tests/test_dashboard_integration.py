@@ -238,7 +238,7 @@ def test_top_lists_stay_exact_on_the_real_server(database, ascending):
     check_top_lists(client[dbname], ascending)
 
 
-def test_consumer_lag_of_a_kafka_source(kafka_bootstrap, monkeypatch):
+def test_consumer_lag_of_a_kafka_source(kafka_bootstrap, monkeypatch, kafka_client):
     bootstrap = kafka_bootstrap
     import time
 
@@ -258,7 +258,8 @@ def test_consumer_lag_of_a_kafka_source(kafka_bootstrap, monkeypatch):
             producer.send(topic, json.dumps({"user_id": f"u{i % 7}"}).encode(), partition=i % 2)
         producer.flush()
         uri = f"mongomock://lag-{uuid.uuid4().hex}"
-        cfg = {"name": "lagging", "source": {"type": "kafka", "topic": topic, "bootstrap_servers": bootstrap,
+        cfg = {"name": "lagging", "source": {"type": "kafka", "client": kafka_client, "topic": topic,
+                                             "bootstrap_servers": bootstrap,
                                              "group_id": topic, "max_poll_records": 100},
                "aggregations": [{"name": "per_user", "type": "count", "group_by": ["user_id"]}],
                "sinks": [{"type": "mongodb", "uri": uri}], "flush": {"interval": "0.2s"},

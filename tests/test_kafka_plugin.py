@@ -146,6 +146,8 @@ def test_dead_letter_topic_and_brokers_come_from_the_kafka_source(fake_producer)
 
 
 class FakeConsumer:
+    """Stands in for a client's Consumer (partitions by name), as the source sees it."""
+
     def __init__(self, assigned, fail: bool = False) -> None:
         self.assigned = set(assigned)
         self.fail = fail
@@ -155,37 +157,191 @@ class FakeConsumer:
         return set(self.assigned)
 
     def commit(self, offsets):
+        from streamkit_kafka.client import CommitFailed
+        if self.fail:
+            raise CommitFailed("rebalanced")
+        self.commits.append(dict(offsets))
+
+
+def test_commit_sends_exactly_the_positions_of_owned_partitions():
+    from streamkit import Context
+
+    src = KafkaSource({"topic": ["t"], "group_id": "g"}, Context(None, "source"))
+    src.consumer = FakeConsumer(["t/0", "t/1"], fail=True)
+    src.commit({"t/0": 10, "t/1": 20, "t/2": 30})  # t/2 is not ours; the commit fails
+    assert src._unsent == {"t/0": 10, "t/1": 20}
+    src.consumer.fail = False
+    src.commit({"t/1": 25})  # the failed positions go with the next commit
+    assert src.consumer.commits == [{"t/0": 10, "t/1": 25}]
+    assert src._unsent == {}
+
+
+class KafkaPythonConsumer:
+    """kafka-python's KafkaConsumer, as far as the client layer's commit uses it."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+        self.commits: list = []
+
+    def commit(self, offsets):
         from kafka.errors import CommitFailedError
         if self.fail:
             raise CommitFailedError("rebalanced")
         self.commits.append({(tp.topic, tp.partition): o.offset for tp, o in offsets.items()})
 
 
-def test_commit_sends_exactly_the_positions_of_owned_partitions():
+def test_kafka_python_commit_names_partitions_and_reports_failure():
     from kafka import TopicPartition
+
+    from streamkit_kafka.client import CommitFailed
+    from streamkit_kafka.kafka_python import Consumer
+
+    c = Consumer.__new__(Consumer)  # no broker: only the partition names and the commit
+    c._names, c._tps = {}, {}
+    for p in range(2):
+        c._name(TopicPartition("t", p))
+    c.consumer = KafkaPythonConsumer(fail=False)
+    c.commit({"t/0": 10, "t/1": 20})
+    assert c.consumer.commits == [{("t", 0): 10, ("t", 1): 20}]
+    c.consumer.fail = True
+    with pytest.raises(CommitFailed, match="CommitFailedError"):
+        c.commit({"t/0": 11})
+
+
+def test_librdkafka_poll_splits_runs_of_partitions_and_lists_gaps():
+    """confluent-kafka hands out one list of messages over all partitions: the client layer
+    makes one batch per run of one partition, with offsets listed only where they leave gaps."""
+    from streamkit_kafka.librdkafka import Consumer
+
+    class Msg:
+        def __init__(self, topic, partition, offset, value, error=None):
+            self.t, self.p, self.o, self.v, self.e = topic, partition, offset, value, error
+
+    class Src:
+        topics = ["t"]
+
+    msgs = [(0, 5), (0, 6), (1, 0), (1, 2), (0, 7)]  # t/1 has a gap (compaction)
+    c = Consumer.__new__(Consumer)
+    c.source, c.max_records, c._names, c._tps, c._single = Src(), 100, {}, {}, True
+    c._callback_error = None
+
+    class Fake:
+        def poll(self, timeout):
+            return fake[0]
+
+        def consume(self, n, timeout):
+            assert n == 99 and timeout == 0
+            return fake[1:]
+
+    import streamkit_kafka.librdkafka as mod
+    fake = [Msg("t", p, o, b"%d" % o) for p, o in msgs]
+    c.consumer = Fake()
+    saved = {k: getattr(mod, k) for k in ("_error", "_partition", "_topic", "_value", "_offset")}
+    mod._error, mod._partition, mod._topic = (lambda m: m.e), (lambda m: m.p), (lambda m: m.t)
+    mod._value, mod._offset = (lambda m: m.v), (lambda m: m.o)
+    Msg.offset = lambda m: m.o
+    try:
+        got = c.poll(0.1)
+    finally:
+        for k, v in saved.items():
+            setattr(mod, k, v)
+    assert [(b.partition, b.records, b.first, b.next, b.positions) for b in got] == [
+        ("t/0", [b"5", b"6"], 5, 7, None), ("t/1", [b"0", b"2"], 0, 3, [0, 2]), ("t/0", [b"7"], 7, 8, None)]
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_sasl_and_ssl_options_reach_the_client(client):
+    options = {"bootstrap_servers": ["b1:9093,b2:9093"], "connect_timeout": 5.0, "security_protocol": "SASL_SSL",
+               "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "u", "sasl_plain_password": "p",
+               "ssl_cafile": "ca.pem", "ssl_certfile": "cert.pem", "ssl_keyfile": "key.pem"}
+    if client == "kafka-python":
+        from streamkit_kafka.kafka_python import client_config
+        assert client_config(options) == {
+            "bootstrap_servers": ["b1:9093", "b2:9093"], "bootstrap_timeout_ms": 5000,
+            "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "u",
+            "sasl_plain_password": "p", "ssl_cafile": "ca.pem", "ssl_certfile": "cert.pem", "ssl_keyfile": "key.pem"}
+    else:
+        from confluent_kafka import Producer
+
+        from streamkit_kafka.librdkafka import client_config
+        cfg = client_config(options)
+        assert cfg == {"bootstrap.servers": "b1:9093,b2:9093", "security.protocol": "SASL_SSL",
+                       "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "u", "sasl.password": "p",
+                       "ssl.ca.location": "ca.pem", "ssl.certificate.location": "cert.pem",
+                       "ssl.key.location": "key.pem"}
+        with pytest.raises(Exception, match="ssl.ca.location failed"):  # every name known; the file is not
+            Producer(cfg)
+
+
+def test_client_auto_prefers_confluent_kafka_and_a_missing_one_is_one_line(monkeypatch):
+    import streamkit_kafka.client as client_mod
     from streamkit import Context
 
-    src = KafkaSource({"topic": ["t"], "group_id": "g"}, Context(None, "source"))
-    tps = [TopicPartition("t", i) for i in range(3)]
-    for tp in tps:
-        src._name(tp)
-    src.consumer = FakeConsumer(tps[:2], fail=True)
-    src.commit({"t/0": 10, "t/1": 20, "t/2": 30})  # t/2 is not ours; the commit fails
-    assert src._unsent == {"t/0": 10, "t/1": 20}
-    src.consumer.fail = False
-    src.commit({"t/1": 25})  # the failed positions go with the next commit
-    assert src.consumer.commits == [{("t", 0): 10, ("t", 1): 25}]
-    assert src._unsent == {}
+    assert client_mod.chosen({"client": "auto"}) == "confluent-kafka"
+    assert client_mod.chosen({}) == "confluent-kafka"
+    assert client_mod.chosen({"client": "kafka-python"}) == "kafka-python"
+    monkeypatch.setattr(client_mod, "installed", lambda name: name == "kafka-python")
+    assert client_mod.chosen({"client": "auto"}) == "kafka-python"
+    p = Pipeline.from_dict({"source": {"type": "kafka", "topic": "t", "client": "confluent-kafka"},
+                            "aggregations": [{"name": "c", "type": "count"}], "sinks": [{"type": "discard"}]})
+    with pytest.raises(ConfigError, match=r"^<dict>: source.client: confluent-kafka is not installed "
+                                          r"\(pip install 'streamkit\[fast\]'\); or use client: auto$"):
+        p.run()
+    auto = KafkaSource({**p.spec.source.options, "client": "auto"}, Context(p, "source"))
+    assert auto.client == "kafka-python"
 
 
-def test_unreachable_broker_is_one_error_and_leaves_no_thread():
+def test_importing_the_plugin_imports_no_client_library():
+    import subprocess
+    import sys
+    code = ("import sys, streamkit_kafka; from streamkit import Pipeline; "
+            "Pipeline.from_dict({'source': {'type': 'kafka', 'topic': 't'}, "
+            "'aggregations': [{'name': 'c', 'type': 'count'}], 'sinks': [{'type': 'kafka', 'topic': 'o'}]}); "
+            "print(sorted(m for m in ('kafka', 'confluent_kafka') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_unreachable_broker_is_one_error_and_leaves_no_thread(client):
     import threading
+    import time
+
+    import psutil
 
     from streamkit import SourceUnavailable
 
+    before = psutil.Process().num_threads()
     p = Pipeline.from_dict({"source": {"type": "kafka", "topic": "t", "bootstrap_servers": "127.0.0.1:1",
-                                       "connect_timeout": "1s"},
+                                       "connect_timeout": "1s", "client": client},
                             "aggregations": [{"name": "c", "type": "count"}], "sinks": [{"type": "discard"}]})
     with pytest.raises(SourceUnavailable, match=r"^source: no Kafka broker reachable at 127.0.0.1:1 within 1s"):
         p.run()
+    # librdkafka's threads are not Python's: count the process's threads (the engine's writer
+    # thread ends just after run() returns)
+    deadline = time.monotonic() + 5
+    while psutil.Process().num_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert psutil.Process().num_threads() == before
     assert not [t.name for t in threading.enumerate() if t.name.startswith("kafka-io")]
+
+
+def test_group_options_reach_both_clients_and_commits_stay_manual():
+    from streamkit import Context
+
+    from streamkit_kafka.client import group_settings
+    from streamkit_kafka.librdkafka import consumer_config
+
+    p = Pipeline.from_dict({"source": {"type": "kafka", "topic": "t", "bootstrap_servers": "h:1", "start": "latest",
+                                       "session_timeout": "6s", "group_instance_id": "w1",
+                                       "reconnect_backoff_max": "50ms"},
+                            "aggregations": [{"name": "c", "type": "count"}], "sinks": [{"type": "discard"}]})
+    src = KafkaSource(p.spec.source.options, Context(p, "source"))
+    assert group_settings(src.config) == {"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000,
+                                          "group_instance_id": "w1", "reconnect_backoff_max_ms": 50}
+    assert consumer_config(src) == {
+        "bootstrap.servers": "h:1", "group.id": src.group_id, "client.id": f"streamkit-{src.group_id}",
+        "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "latest",
+        "enable.partition.eof": False, "allow.auto.create.topics": False, "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 2000, "group.instance.id": "w1", "reconnect.backoff.max.ms": 50,
+        "reconnect.backoff.ms": 50}

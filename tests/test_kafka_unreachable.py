@@ -10,12 +10,17 @@ import pytest
 from servers import free_port
 
 
+REASONS = {"kafka-python": "KafkaTimeoutError: Unable to bootstrap from ['127.0.0.1:{port}']",
+           "confluent-kafka": "KafkaError _TRANSPORT: Failed to get metadata: Local: Broker transport failure"}
+
+
 @pytest.mark.parametrize("dead_letter", ["log", "kafka"])
-def test_unreachable_broker_fails_fast_with_one_line(tmp_path, dead_letter):
+def test_unreachable_broker_fails_fast_with_one_line(tmp_path, dead_letter, kafka_client):
     port = free_port()  # nothing listens there
     config = tmp_path / "p.yaml"
     config.write_text(f"""
-source: {{type: kafka, bootstrap_servers: "127.0.0.1:{port}", topic: nowhere, connect_timeout: 3s}}
+source: {{type: kafka, bootstrap_servers: "127.0.0.1:{port}", topic: nowhere, connect_timeout: 3s,
+         client: {kafka_client}}}
 aggregations: [{{name: per_user, type: count, group_by: [user_id]}}]
 sinks: [{{type: discard}}]
 delivery: at_least_once
@@ -30,6 +35,6 @@ dead_letter: {{type: {dead_letter}}}
     assert len(lines) == 1, proc.stderr
     where = "source" if dead_letter == "log" else "dead_letter"
     assert lines[0] == (f"streamkit: error: {where}: no Kafka broker reachable at 127.0.0.1:{port} within 3s "
-                        f"(KafkaTimeoutError: Unable to bootstrap from ['127.0.0.1:{port}'])")
+                        f"({REASONS[kafka_client].format(port=port)})")
     assert 2.5 < elapsed < 30, elapsed  # waited for connect_timeout (3s), then gave up
     assert proc.stdout == ""

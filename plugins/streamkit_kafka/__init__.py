@@ -1,5 +1,5 @@
-"""Kafka for streamkit (kafka-python): the ``kafka`` source, the ``kafka`` sink and the
-``kafka`` dead-letter destination.
+"""Kafka for streamkit: the ``kafka`` source, the ``kafka`` sink and the ``kafka`` dead-letter
+destination, on kafka-python or on confluent-kafka (librdkafka) (``client:``).
 
     source:      {type: kafka, bootstrap_servers: 127.0.0.1:9092, topic: user_interactions}
     sinks:       [{type: kafka, topic: user_interactions, what: records}]
@@ -7,7 +7,8 @@
 
 Modules: ``source`` (consumer group, manual commits, rebalances), ``sink`` and
 ``dead_letters`` (both through ``producer``, which waits for acknowledgements),
-``client`` (shared connection options and errors).
+``client`` (shared connection options, the choice of client library, errors), and one
+module per client library, imported only when chosen: ``kafka_python`` and ``librdkafka``.
 """
 from __future__ import annotations
 

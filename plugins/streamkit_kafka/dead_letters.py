@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from streamkit import DeadLetterDestination, Duration, Option, to_json
 
 from .client import SECURITY_OPTIONS, connection_options, split_partition
@@ -34,7 +33,7 @@ class KafkaDeadLetters(Producing, DeadLetterDestination):
     def open(self) -> None:
         c = dict(self.config)
         source = _kafka_source_options(self.context)
-        for key in ("bootstrap_servers", "connect_timeout", *SECURITY_OPTIONS):
+        for key in ("bootstrap_servers", "client", "connect_timeout", *SECURITY_OPTIONS):
             if c.get(key) is None:
                 c[key] = source.get(key)
         if c["bootstrap_servers"] is None:
@@ -44,7 +43,7 @@ class KafkaDeadLetters(Producing, DeadLetterDestination):
         self.topic = c["topic"] or source.get("dead_letter_topic")
         self.producer = DurableProducer(
             self.context.name, c, linger_ms=5,
-            delivery_timeout=c["delivery_timeout"])
+            delivery_timeout=c["delivery_timeout"], context=self.context)
 
     def write(self, letters: list) -> None:
         send = self.producer.send

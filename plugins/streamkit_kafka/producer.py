@@ -1,4 +1,4 @@
-"""A kafka-python producer that makes a set of messages durable before returning.
+"""A producer that makes a set of messages durable before returning, on the chosen client.
 
 Both the ``kafka`` sink and the ``kafka`` dead-letter destination send a flush's
 messages, then wait until the broker acknowledged every one (``acks=all``): the
@@ -9,65 +9,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from .client import KafkaUnavailable, client_config, construct, quiet_kafka_logging, unreachable
-
-COMPRESSION_PACKAGES = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
+from .client import backend
 
 
-class DurableProducer:
-    """``delivery_timeout``: seconds a message may take to be acknowledged (a request gives up
-    after at most 30 s of it); ``settings``: more KafkaProducer settings."""
-
-    def __init__(self, what: str, options: dict, *, delivery_timeout: float, **settings: Any) -> None:
-        quiet_kafka_logging()
-        ms = int(delivery_timeout * 1000)
-        settings.update(delivery_timeout_ms=ms, request_timeout_ms=min(30_000, ms))
-        from kafka import KafkaProducer
-        from kafka.errors import KafkaError
-
-        self.what = what
-        self.options = options
-        compression = settings.get("compression_type")
-        try:
-            self.producer = construct(KafkaProducer, acks="all", **settings, **client_config(options))
-        except KafkaError as exc:
-            raise KafkaUnavailable(unreachable(what, options, exc)) from None
-        except (RuntimeError, ValueError):
-            if compression in COMPRESSION_PACKAGES:
-                raise KafkaUnavailable(f"{what}: compression {compression!r} needs the Python package "
-                                       f"{COMPRESSION_PACKAGES[compression]}") from None
-            raise
-        self.send = self.producer.send
-
-    def wait(self, futures: list, timeout: float | None = None) -> None:
-        """Block until every message was acknowledged; raise naming the first failure."""
-        if not futures:
-            return
-        from kafka.errors import KafkaTimeoutError
-
-        try:
-            self.producer.flush(timeout=timeout)
-        except KafkaTimeoutError as exc:
-            raise KafkaUnavailable(f"{self.what}: Kafka did not acknowledge {len(futures):,} messages "
-                                   f"in time ({exc})") from None
-        failed = [f for f in futures if f.failed()]
-        if failed:
-            exc = failed[0].exception
-            raise KafkaUnavailable(f"{self.what}: Kafka refused {len(failed):,} of {len(futures):,} "
-                                   f"messages ({type(exc).__name__}: {exc})")
-
-    def close(self) -> None:
-        try:
-            self.producer.flush(timeout=10)
-        finally:
-            self.producer.close(timeout=10)
+def DurableProducer(what: str, options: dict, *, delivery_timeout: float, linger_ms: int = 5,  # noqa: N802
+                    batch_size: int | None = None, compression: str | None = None, context: Any = None) -> Any:
+    """A ``Producer`` of the client ``options`` choose: ``send(topic, value, key=, headers=)``
+    returns a handle, ``wait(handles)`` returns once all of them were acknowledged (or raises
+    :class:`~.client.KafkaUnavailable` naming the first failure), ``close()`` sends the rest.
+    ``delivery_timeout``: seconds a message may take to be acknowledged."""
+    return backend(options, context).Producer(what, options, delivery_timeout=delivery_timeout,
+                                              linger_ms=linger_ms, batch_size=batch_size, compression=compression)
 
 
 class Producing:
     """For a type that produces each write's messages through ``self.producer`` (a
-    :class:`DurableProducer` made in ``open``): ``close`` sends what is left and closes it."""
+    :func:`DurableProducer` made in ``open``): ``close`` sends what is left and closes it."""
 
-    producer: DurableProducer | None = None
+    producer: Any = None
 
     def close(self) -> None:
         if self.producer is not None:

@@ -37,7 +37,8 @@ class KafkaSink(Producing, Sink):
         "linger_ms": Option(int, 5, "wait this long to fill a batch", min=0),
         "batch_size": Option(int, 64 * 1024, "bytes per partition batch", min=1),
         "compression": Option(OneOf("none", "gzip", "snappy", "lz4", "zstd"), "none",
-                              "compression of message batches"),
+                              "compression of message batches (with kafka-python, the last three need their "
+                              "Python package)"),
         "delivery_timeout": Option(Duration, 120.0, "fail the flush if a message is not "
                                                     "acknowledged within this time"),
         "emit": EMIT_OPTION,
@@ -60,8 +61,8 @@ class KafkaSink(Producing, Sink):
         self.producer = DurableProducer(
             self.context.name, c,
             linger_ms=c["linger_ms"], batch_size=c["batch_size"],
-            compression_type=None if c["compression"] == "none" else c["compression"],
-            delivery_timeout=c["delivery_timeout"])
+            compression=None if c["compression"] == "none" else c["compression"],
+            delivery_timeout=c["delivery_timeout"], context=self.context)
 
     def write(self, flush: Any) -> None:
         send, topic, field, dumps = self.producer.send, self.topic, self.key_field, orjson.dumps

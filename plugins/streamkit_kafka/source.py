@@ -1,16 +1,14 @@
 """The ``kafka`` source: a consumer-group member that commits only what every sink made durable.
 
-Offsets are committed by hand (``enable_auto_commit=False``): the engine calls
+Offsets are committed by hand (auto-commit off): the engine calls
 :meth:`KafkaSource.commit` with the positions of a flush once every sink and the
 dead-letter destination wrote it. Values stay raw bytes; the engine decodes a
 whole batch with orjson.
 
-Rebalances: kafka-python 3 runs rebalance listeners on its IO thread, where a
-listener may not block (no commit, no database call) without stalling heartbeats.
-The listener here is asynchronous and hands the engine's work (flush and commit
-before a revocation; resume positions from the sinks after an assignment) to a
-short-lived worker thread, awaiting it. The thread that called ``poll()`` is
-blocked in kafka-python meanwhile, so the engine's state is not touched twice.
+The client library (``client:``) is a :class:`Consumer` of :mod:`.kafka_python` or
+:mod:`.librdkafka`; this module holds what does not depend on it: which positions
+may be committed, the rebalance work (flush and commit before a revocation, resume
+positions from the sinks after an assignment, forget lost partitions), the lag.
 """
 from __future__ import annotations
 
@@ -22,8 +20,7 @@ from typing import Any
 from streamkit import (REQUIRED, Batch, Duration, ListOf, OneOf, Option, Source, SourceUnavailable,
                        StreamkitError)
 
-from .client import (client_config, connection_options, construct, partition_name, quiet_kafka_logging,
-                     unreachable)
+from .client import CommitFailed, backend, chosen, connection_options, partition_name, unreachable
 
 log = logging.getLogger("streamkit.kafka")
 
@@ -47,7 +44,8 @@ class KafkaSource(Source):
         "group_instance_id": Option(str, None, "static membership: a restarted process with the same id "
                                                "takes its partitions back without a rebalance"),
         "reconnect_backoff_max": Option(Duration, None, "longest wait between reconnects to a broker "
-                                                        "(default 30s)"),
+                                                        "(default 30s with kafka-python, 10s with "
+                                                        "confluent-kafka)"),
     }
 
     def __init__(self, config: dict, context: Any) -> None:
@@ -56,146 +54,92 @@ class KafkaSource(Source):
         pipeline = context.pipeline
         name = pipeline.name if pipeline is not None else "pipeline"
         self.group_id: str = config["group_id"] or f"streamkit-{name}"
-        self.consumer: Any = None
+        self.consumer: Any = None             # a Consumer of the chosen client's module
         self.hooks: Any = None
-        self._names: dict[Any, str] = {}      # TopicPartition -> "topic/3"
-        self._tps: dict[str, Any] = {}        # "topic/3" -> TopicPartition
-        self._read: dict[Any, int] = {}       # next offset after the last record handed out
-        self._revoking: set = set()           # still committable while a revocation is handled
+        self.closing = False
+        self._read: dict[str, int] = {}       # next offset after the last record handed out
+        self._revoking: set[str] = set()      # still committable while a revocation is handled
         self._unsent: dict[str, int] = {}     # positions whose commit failed; sent with the next one
-        self._closing = False
-        self._listener_error: BaseException | None = None
         self._lag: dict[str, int] | None = None
         self._lag_at = 0.0
         self._lag_lock = threading.Lock()
 
+    @property
+    def client(self) -> str:
+        """The client library this source uses (``auto`` resolved)."""
+        return chosen(self.config, self.context)
+
     # -- connecting ---------------------------------------------------------------------
     def open(self, hooks: Any) -> None:
-        quiet_kafka_logging()
-        from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
-
         self.hooks = hooks
-        c = self.config
-        try:
-            self.consumer = construct(
-                KafkaConsumer,
-                group_id=self.group_id,
-                client_id=f"streamkit-{self.group_id}",
-                enable_auto_commit=False,
-                auto_offset_reset=c["start"],
-                max_poll_records=c["max_poll_records"],
-                # a consumer that creates the topics it reads would create them with the
-                # broker's default partition count; a missing topic is reported instead
-                allow_auto_create_topics=False,
-                **_group_config(c),
-                **client_config(c))
-        except KafkaError as exc:
-            raise SourceUnavailable(unreachable(self.context.name, c, exc)) from None
-        self.consumer.subscribe(self.topics, listener=_make_listener(self))
-        # Metadata fetched after subscribing, before the first join: the group leader then
-        # assigns the real partitions at once instead of joining twice.
-        self._warn_missing_topics()
-
-    def _warn_missing_topics(self) -> None:
-        try:
-            known = self.consumer.topics()
-        except Exception:  # only a warning: the group join reports real trouble
-            return
+        self.consumer = backend(self.config, self.context).Consumer(self)
+        known = self.consumer.subscribe(self.topics)
         missing = [t for t in self.topics if t not in known]
         if missing:
             log.warning("%s: topic %s does not exist yet; waiting for it", self.context.name,
                         ", ".join(missing))
 
-    def _name(self, tp: Any) -> str:
-        name = self._names.get(tp)
-        if name is None:
-            name = partition_name(tp.topic, tp.partition)
-            self._names[tp] = name
-            self._tps[name] = tp
-        return name
-
-    # -- rebalance work (runs on a worker thread while poll() is blocked) -----------------
-    def _assigned(self, partitions: set) -> dict:
-        tps = sorted(partitions)
-        names = [self._name(tp) for tp in tps]
-        for tp in tps:
-            self._read.pop(tp, None)
-        resume = self.hooks.assigned(names) or {}
+    # -- rebalance work (called by the client while the engine waits in poll()) ----------
+    def assigned(self, names: list[str]) -> dict[str, int]:
+        """Partitions given to this member: the positions to resume them from (those an
+        exactly-once sink stored; the others start from the group's committed offsets)."""
+        for name in names:
+            self._read.pop(name, None)
+        resume = {name: int(pos) for name, pos in (self.hooks.assigned(names) or {}).items()}
+        self._read.update(resume)
         log.info("%s: assigned %s", self.context.name, ", ".join(names) or "no partitions")
         return resume
 
-    def _revoked(self, partitions: set) -> None:
-        names = [self._name(tp) for tp in sorted(partitions)]
+    def revoked(self, names: list[str]) -> None:
+        """Partitions about to move to another member: flush and commit them first."""
         log.info("%s: partitions %s are being revoked; flushing and committing first",
                  self.context.name, ", ".join(names))
-        self._revoking = set(partitions)
+        self._revoking = set(names)
         try:
             self.hooks.revoking(names)
         finally:
             self._revoking = set()
-            for tp in partitions:
-                self._read.pop(tp, None)
+            for name in names:
+                self._read.pop(name, None)
 
-    def _seek(self, resume: dict) -> None:
-        for name, pos in resume.items():
-            tp = self._tps.get(name)
-            if tp is None:
-                continue
-            self.consumer.seek(tp, int(pos))
-            self._read[tp] = int(pos)
+    def lost(self, names: list[str]) -> None:
+        """The group already gave these partitions to another member: committing would fail,
+        and what was read from them since the last flush is the new owner's to read again,
+        so the engine forgets it. A flush already in flight still reaches the sinks, where an
+        exactly-once sink's owner epoch refuses it."""
+        log.warning("%s: lost partitions %s (this member was dropped from the group)",
+                    self.context.name, ", ".join(names))
+        for name in names:
+            self._read.pop(name, None)
+        lost_hook = getattr(self.hooks, "lost", None)
+        if lost_hook is not None:
+            lost_hook(names)
 
     # -- the engine's calls ---------------------------------------------------------------
     def poll(self, timeout: float) -> list[Batch] | None:
-        from kafka.errors import KafkaError
-
-        try:
-            got = self.consumer.poll(timeout_ms=int(timeout * 1000),
-                                     max_records=self.config["max_poll_records"])
-        except KafkaError:
-            if self._listener_error is not None:  # the engine's own error, not Kafka's
-                err, self._listener_error = self._listener_error, None
-                raise err from None
-            raise
-        if self._listener_error is not None:
-            err, self._listener_error = self._listener_error, None
-            raise err
-        batches = []
-        for tp, msgs in got.items():
-            if not msgs:
-                continue
-            first = msgs[0].offset
-            last = msgs[-1].offset
-            # compaction and transaction markers leave gaps; only then are offsets listed
-            positions = None if last - first + 1 == len(msgs) else [m.offset for m in msgs]
-            batches.append(Batch(self._name(tp), [m.value for m in msgs], first, last + 1, positions))
-            self._read[tp] = last + 1
+        batches = self.consumer.poll(timeout)
+        read = self._read
+        for b in batches:
+            read[b.partition] = b.next
         return batches
 
     def commit(self, positions: dict[str, int]) -> None:
-        from kafka import OffsetAndMetadata
-        from kafka.errors import KafkaError
-
         if self.consumer is None:
             return
         pending = {**self._unsent, **positions}
-        owned = set(self.consumer.assignment()) | self._revoking
-        offsets = {}
-        for name, pos in pending.items():
-            tp = self._tps.get(name)
-            if tp is not None and tp in owned:
-                offsets[tp] = OffsetAndMetadata(pos, "", -1)
+        owned = self.consumer.assignment() | self._revoking
+        offsets = {name: pos for name, pos in pending.items() if name in owned}
         self._unsent = {}
         if not offsets:
             return
         try:
             self.consumer.commit(offsets)
-        except KafkaError as exc:
+        except CommitFailed as exc:
             # The flush is durable in every sink; only the group offset is behind. A later
             # commit carries these positions too, and an exactly-once sink resumes from its own.
-            self._unsent = {self._names[tp]: o.offset for tp, o in offsets.items()}
-            log.warning("%s: committing offsets failed (%s: %s); will retry with the next commit",
-                        self.context.name, type(exc).__name__, exc)
+            self._unsent = offsets
+            log.warning("%s: committing offsets failed (%s); will retry with the next commit",
+                        self.context.name, exc)
 
     def lag(self) -> dict[str, int] | None:
         """End offset minus the next offset to read, per assigned partition (cached for 1 s)."""
@@ -206,35 +150,35 @@ class KafkaSource(Source):
             if self._lag is not None and now - self._lag_at < 1.0:
                 return self._lag
             try:
-                tps = list(self.consumer.assignment())
-                ends = self.consumer.end_offsets(tps, timeout_ms=2000) if tps else {}
+                ends = self.consumer.end_offsets()
             except Exception:  # lag is advisory: keep the last figure
                 return self._lag
             lag = {}
-            for tp, end in ends.items():
-                pos = self._read.get(tp)
+            for name, end in ends.items():
+                pos = self._read.get(name)
                 if pos is None:
                     try:
-                        pos = self.consumer.position(tp, timeout_ms=1000)
+                        pos = self.consumer.position(name)
                     except Exception:
                         pos = None
                 if pos is not None:
-                    lag[self._name(tp)] = max(0, end - pos)
+                    lag[name] = max(0, end - pos)
             self._lag, self._lag_at = lag, now
             return lag
 
     def reset(self, *, dry_run: bool = False) -> dict[str, int]:
         """Delete the group's committed offsets of this source's topics: with the sink's positions
         gone, a new run would otherwise resume from them and skip what was read before. Refused
-        while the group has members (the pipeline is still running)."""
-        quiet_kafka_logging()
-        from kafka import KafkaAdminClient
+        while the group has members (the pipeline is still running). Done with kafka-python's
+        admin client whichever client reads: only its admin API deletes some topics' offsets."""
         from kafka.errors import KafkaError
+
+        from .kafka_python import admin as kafka_admin
 
         c = self.config
         admin = None
         try:
-            admin = construct(KafkaAdminClient, client_id=f"streamkit-{self.group_id}-reset", **client_config(c))
+            admin = kafka_admin(c, f"streamkit-{self.group_id}-reset")
             group = admin.describe_groups([self.group_id]).get(self.group_id) or {}
             members = group.get("members") or []
             if members:
@@ -261,75 +205,9 @@ class KafkaSource(Source):
         return {f"committed offsets of group {self.group_id}": len(tps)}
 
     def close(self) -> None:
-        self._closing = True  # the engine already flushed and committed; nothing more to do
+        self.closing = True  # the engine already flushed and committed; nothing more to do
         if self.consumer is not None:
             try:
-                self.consumer.close(autocommit=False, timeout_ms=5000)
+                self.consumer.close()
             finally:
                 self.consumer = None
-
-
-def _group_config(c: dict) -> dict:
-    """Group settings the user set; unset ones keep kafka-python's defaults."""
-    out: dict = {}
-    if c["session_timeout"] is not None:
-        ms = int(c["session_timeout"] * 1000)
-        out["session_timeout_ms"] = ms
-        out["heartbeat_interval_ms"] = max(100, min(3000, ms // 3))  # must stay below a third
-    if c["group_instance_id"] is not None:
-        out["group_instance_id"] = c["group_instance_id"]
-    if c["reconnect_backoff_max"] is not None:
-        out["reconnect_backoff_max_ms"] = int(c["reconnect_backoff_max"] * 1000)
-    return out
-
-
-def _make_listener(source: KafkaSource) -> Any:
-    """An AsyncConsumerRebalanceListener bound to ``source`` (kafka-python checks the class)."""
-    from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-
-    class Listener(AsyncConsumerRebalanceListener):
-        async def on_partitions_revoked(self, revoked: set) -> None:
-            if source._closing or not revoked:
-                return
-            await _in_thread(source, source._revoked, revoked)
-
-        async def on_partitions_assigned(self, assigned: set) -> None:
-            resume = await _in_thread(source, source._assigned, assigned)
-            if resume:
-                source._seek(resume)
-
-        async def on_partitions_lost(self, lost: set) -> None:
-            # The group already gave these partitions to another member: committing would
-            # fail, and what was read from them since the last flush is the new owner's to
-            # read again, so the engine forgets it. A flush already in flight still reaches
-            # the sinks, where an exactly-once sink's owner epoch refuses it.
-            names = sorted(source._name(tp) for tp in lost)
-            log.warning("%s: lost partitions %s (this member was dropped from the group)",
-                        source.context.name, ", ".join(names))
-            lost_hook = getattr(source.hooks, "lost", None)
-            if lost_hook is not None:
-                await _in_thread(source, lost_hook, names)
-
-    return Listener()
-
-
-async def _in_thread(source: KafkaSource, fn: Any, arg: Any) -> Any:
-    """Run ``fn(arg)`` on a worker thread and await it without blocking kafka-python's IO loop."""
-    from kafka.future import Future
-
-    future = Future()
-
-    def work() -> None:
-        try:
-            future.success(fn(arg))
-        except BaseException as exc:
-            source._listener_error = exc
-            future.failure(exc)
-        # The IO loop may be sleeping in select() with nothing scheduled soon; wake it so
-        # the rebalance continues now rather than at the next heartbeat.
-        net = getattr(source.consumer, "_net", None)
-        if net is not None and hasattr(net, "wakeup"):
-            net.wakeup()
-
-    threading.Thread(target=work, name="streamkit-kafka-rebalance", daemon=True).start()
-    return await future

@@ -114,7 +114,7 @@ def test_mongodb_stopped_and_started_mid_run(mongo_server, runs, tmp_path):
     client.close()
 
 
-def test_kafka_broker_stopped_and_started_mid_run(private_kafka, mongo_server, runs, tmp_path):
+def test_kafka_broker_stopped_and_started_mid_run(private_kafka, mongo_server, runs, tmp_path, kafka_client):
     """The broker stops in the middle of a run and starts again on its data: the pipeline waits,
     resumes, and the documents are exact."""
     seed = seed_for("test_kafka_broker_stopped_and_started_mid_run")
@@ -130,7 +130,7 @@ def test_kafka_broker_stopped_and_started_mid_run(private_kafka, mongo_server, r
         kafka.created.clear()  # kept: the broker and its topics go with the module
         kafka.close()
     name, database = unique("kafkadown"), unique("kafkadown")
-    cfg = pipeline(name, kafka_source(private_kafka.bootstrap, topic, unique("g")), mongo_server.uri,
+    cfg = pipeline(name, kafka_source(private_kafka.bootstrap, topic, unique("g"), client=kafka_client), mongo_server.uri,
                    database, AGGREGATIONS, {"max_records": 500, "interval": "0.3s"})
     config = write_yaml(tmp_path / "p.yaml", cfg)
     client = mongo_server.client()

@@ -46,14 +46,14 @@ def produce(kafka, topic: str, events: list[dict], rng: random.Random) -> dict[i
     return kafka.end_offsets(topic)
 
 
-def test_kill9_kafka_exact(kafka, mongo_server, runs, tmp_path):
+def test_kill9_kafka_exact(kafka, mongo_server, runs, tmp_path, kafka_client):
     seed = seed_for("test_kill9_kafka_exact")
     rng = random.Random(seed)
     topic = kafka.create_topic("crash", partitions=PARTITIONS)
     events = make_events(12_000, rng)
     ends = produce(kafka, topic, events, rng)
     name, database = unique("crash"), unique("crash")
-    source = kafka_source(kafka.bootstrap, topic, unique("g"), instance="crash-0")  # a restart takes over at once
+    source = kafka_source(kafka.bootstrap, topic, unique("g"), instance="crash-0", client=kafka_client)  # a restart takes over at once
     config = write_yaml(tmp_path / "pipeline.yaml",
                         pipeline(name, source, mongo_server.uri, database, AGGREGATIONS,
                                  {"max_records": 1000, "interval": "0.5s"}))

@@ -16,13 +16,13 @@ pytestmark = pytest.mark.integration
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_produce_example_sends_exactly_n_at_the_rate(kafka):
+def test_produce_example_sends_exactly_n_at_the_rate(kafka, kafka_client):
     topic = kafka.create_topic("produced", partitions=3)
     n, rate = 1500, 1000
     env = {**os.environ, "KAFKA_BOOTSTRAP": kafka.bootstrap, "TOPIC": topic, "RATE": str(rate)}
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "streamkit", "run", f"{ROOT}/examples/produce.yaml",
-                           "--max-events", str(n), "--quiet", "--json"],
+                           "--max-events", str(n), "--quiet", "--json", "--set", f"sinks.0.client={kafka_client}"],
                           capture_output=True, text=True, timeout=60, env=env)
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr

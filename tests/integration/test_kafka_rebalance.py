@@ -15,10 +15,10 @@ from conftest import unique
 pytestmark = pytest.mark.integration
 
 
-def _config(name: str, bootstrap: str, topic: str, group: str, uri: str, database: str) -> dict:
+def _config(name: str, bootstrap: str, topic: str, group: str, uri: str, database: str, client: str) -> dict:
     return {
         "name": name,
-        "source": {"type": "kafka", "bootstrap_servers": bootstrap, "topic": topic, "group_id": group,
+        "source": {"type": "kafka", "client": client, "bootstrap_servers": bootstrap, "topic": topic, "group_id": group,
                    "connect_timeout": "10s", "max_poll_records": 200},
         "aggregations": [{"name": "per_user", "type": "count", "group_by": ["user_id"]}],
         "sinks": [{"type": "mongodb", "uri": uri, "database": database, "collection": "aggregations"}],
@@ -35,7 +35,7 @@ def _run(pipeline, out: dict, key: str) -> None:
         out[key] = exc
 
 
-def test_second_member_joins_and_nothing_is_counted_twice(kafka, mongo_db, mongo_uri, caplog):
+def test_second_member_joins_and_nothing_is_counted_twice(kafka, mongo_db, mongo_uri, caplog, kafka_client):
     from streamkit import Pipeline
 
     caplog.set_level("INFO", logger="streamkit.kafka")
@@ -45,8 +45,8 @@ def test_second_member_joins_and_nothing_is_counted_twice(kafka, mongo_db, mongo
     values = [orjson.dumps({"user_id": u, "n": i}) for i, u in enumerate(users)]
     group = unique("g")
     name = unique("p")
-    a = Pipeline.from_dict(_config(name, kafka.bootstrap, topic, group, mongo_uri, mongo_db.name))
-    b = Pipeline.from_dict(_config(name, kafka.bootstrap, topic, group, mongo_uri, mongo_db.name))
+    a = Pipeline.from_dict(_config(name, kafka.bootstrap, topic, group, mongo_uri, mongo_db.name, kafka_client))
+    b = Pipeline.from_dict(_config(name, kafka.bootstrap, topic, group, mongo_uri, mongo_db.name, kafka_client))
     out: dict = {}
     kafka.produce(topic, values[:2000], partition=lambda i: i % 4)
     ta = threading.Thread(target=_run, args=(a, out, "a"), daemon=True)

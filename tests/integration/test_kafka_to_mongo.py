@@ -65,10 +65,11 @@ def stored(collection) -> dict:
     return reference_stored(collection, AGGREGATIONS)
 
 
-def pipeline_config(name: str, bootstrap: str, topic: str, uri: str, database: str, **sink: object) -> dict:
+def pipeline_config(name: str, bootstrap: str, topic: str, uri: str, database: str, client: str = "auto",
+                    **sink: object) -> dict:
     return {
         "name": name,
-        "source": {"type": "kafka", "bootstrap_servers": bootstrap, "topic": topic,
+        "source": {"type": "kafka", "client": client, "bootstrap_servers": bootstrap, "topic": topic,
                    "group_id": unique("g"), "connect_timeout": "10s"},
         "aggregations": as_pipeline(AGGREGATIONS),
         "sinks": [{"type": "mongodb", "uri": uri, "database": database, "collection": "aggregations",
@@ -78,7 +79,7 @@ def pipeline_config(name: str, bootstrap: str, topic: str, uri: str, database: s
     }
 
 
-def test_kafka_to_mongo_exact_with_dead_letters(kafka, mongo_db, mongo_uri):
+def test_kafka_to_mongo_exact_with_dead_letters(kafka, mongo_db, mongo_uri, kafka_client):
     from streamkit import Pipeline
 
     topic = kafka.create_topic("interactions", partitions=2)
@@ -92,7 +93,7 @@ def test_kafka_to_mongo_exact_with_dead_letters(kafka, mongo_db, mongo_uri):
     placed = kafka.produce(topic, values, partition=lambda i: i % 2, keys=keys)
     expect_dead = {placed[pos]: (raw, why) for pos, (raw, why) in zip(bad_at, MALFORMED)}
 
-    config = pipeline_config(unique("p"), kafka.bootstrap, topic, mongo_uri, mongo_db.name)
+    config = pipeline_config(unique("p"), kafka.bootstrap, topic, mongo_uri, mongo_db.name, kafka_client)
     result = Pipeline.from_dict(config).run(max_events=len(values))
 
     assert result.records_read == len(values)

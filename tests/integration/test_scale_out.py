@@ -28,12 +28,12 @@ AGGREGATIONS = [
 PARTITIONS = 4
 
 
-def _setup(kafka, mongo_server, tmp_path, rng, n: int):
+def _setup(kafka, mongo_server, tmp_path, rng, n: int, client: str):
     topic = kafka.create_topic("scale", partitions=PARTITIONS)
     events = make_events(n, rng, users=150, items=25)
     parts = [rng.randrange(PARTITIONS) for _ in events]
     name, database = unique("scale"), unique("scale")
-    cfg = pipeline(name, kafka_source(kafka.bootstrap, topic, unique("g")), mongo_server.uri, database,
+    cfg = pipeline(name, kafka_source(kafka.bootstrap, topic, unique("g"), client=client), mongo_server.uri, database,
                    AGGREGATIONS, {"max_records": 500, "interval": "0.3s"})
     config = write_yaml(tmp_path / "p.yaml", cfg)
 
@@ -55,10 +55,10 @@ def _check(db, events, seed: int, notes: list[str]) -> None:
     assert not problem, f"seed {seed}: documents differ from the truth\n{problem}\n" + "\n".join(notes)
 
 
-def test_processes_join_leave_and_die_exact(kafka, mongo_server, runs, tmp_path):
+def test_processes_join_leave_and_die_exact(kafka, mongo_server, runs, tmp_path, kafka_client):
     seed = seed_for("test_processes_join_leave_and_die_exact")
     rng = random.Random(seed)
-    topic, events, name, database, config, produce = _setup(kafka, mongo_server, tmp_path, rng, 16_000)
+    topic, events, name, database, config, produce = _setup(kafka, mongo_server, tmp_path, rng, 16_000, kafka_client)
     client = mongo_server.client()
     db = client[database]
     notes: list[str] = []
@@ -107,13 +107,13 @@ def _owned(run, topic: str) -> list[str]:
     return [p.strip() for p in lines[-1].split(": assigned ", 1)[1].split(",") if p.strip().startswith(topic)]
 
 
-def test_frozen_member_wakes_up_as_a_zombie(kafka, mongo_server, runs, tmp_path):
+def test_frozen_member_wakes_up_as_a_zombie(kafka, mongo_server, runs, tmp_path, kafka_client):
     """SIGSTOP a member in the middle of a flush, past its session: the other member takes its
     partitions (new owner epochs) and replays the unfinished flush. SIGCONT: the zombie's writes
     in flight are fenced, and it cannot start a new flush on the partitions it lost."""
     seed = seed_for("test_frozen_member_wakes_up_as_a_zombie")
     rng = random.Random(seed)
-    topic, events, name, database, config, produce = _setup(kafka, mongo_server, tmp_path, rng, 12_000)
+    topic, events, name, database, config, produce = _setup(kafka, mongo_server, tmp_path, rng, 12_000, kafka_client)
     client = mongo_server.client()
     db = client[database]
     notes: list[str] = []
