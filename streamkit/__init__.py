@@ -13,11 +13,14 @@ from .components import (Aggregator, Batch, Context, DeadLetter, DeadLetterDesti
 from .result import RunResult
 from .errors import ConfigError, PluginError, SourceUnavailable, StreamkitError
 from .hookspecs import hookimpl, hookspec
-from .merging import MERGE_KINDS, Expr, F, greatest, sqrt, when_positive
+from .merging import (MERGE_KINDS, Expr, F, Frequent, Span, greatest, hll_estimate, quantile, sqrt, top_entries,
+                      when_positive)
 from .options import REQUIRED, Duration, ListOf, OneOf, Option, check_options, parse_duration
 from .pipeline import Pipeline
 from .progress import echo
-from .records import to_json
+from .records import tag_key, to_json
+from .hashing import stable_hash
+from . import estimates
 from .windows import UTC, event_time, iso_time
 
 try:
@@ -33,4 +36,5 @@ __all__ = [
     "event_time", "iso_time", "UTC", "echo", "to_json",
     "StreamkitError", "ConfigError", "PluginError", "SourceUnavailable", "__version__",
     "MERGE_KINDS", "Expr", "F", "greatest", "sqrt", "when_positive",
+    "Span", "Frequent", "hll_estimate", "quantile", "top_entries", "stable_hash", "tag_key", "estimates",
 ]

@@ -17,7 +17,7 @@ from .mongomock_fast import fast_collection
 from .ids import document_id, fence_field, fence_pipeline
 from .positions import Positions
 from .reading import Aggregates
-from .updates import KINDS, derived_fields, merge_fields, unsupported
+from .updates import KINDS, finish_stages, merge_fields, unsupported
 
 _WAY_OUT = ("nothing of this flush was acknowledged: fix the cause (the server's validation rules, "
             "indexes or limits) and start again, and the flush is replayed exactly; or start over "
@@ -138,10 +138,7 @@ class MongoSink(Positions, Sink):
                 # keeps the lookup on the _id index in every server (SecantusDB scans otherwise)
                 filt[path] = {"$not": {"$gte": end}}
                 stage[path] = {"$literal": end}
-        pipeline = [{"$set": stage}]
-        fin = derived_fields(agg)
-        if fin:
-            pipeline.append({"$set": fin})
+        pipeline = [{"$set": stage}, *finish_stages(agg)]
         return UpdateOne(filt, pipeline, upsert=True)
 
     def _update_each(self, _id: str, parts: list, now: dt.datetime) -> UpdateOne:
@@ -157,9 +154,7 @@ class MongoSink(Positions, Sink):
             stage = {f: {"$cond": [behind, expr, "$" + f]} for f, expr in merge.items()}
             stage[path] = {"$cond": [behind, {"$literal": end}, "$" + path]}
             pipeline.append({"$set": stage})
-        fin = derived_fields(agg)
-        if fin:
-            pipeline.append({"$set": fin})
+        pipeline.extend(finish_stages(agg))
         return UpdateOne({"_id": _id}, pipeline, upsert=True)
 
     def _bulk(self, ops: list) -> list[int]:
