@@ -12,21 +12,20 @@ from typing import Any
 
 #: 1 / (2 ln 2): the HyperLogLog constant for many registers (Ertl 2017)
 HLL_ALPHA = 0.7213475204444817
-#: register ranks up to this one count in the estimate's sum, scaled to integers by 2**HLL_SCALE
-#: (exact, whatever the order of the registers); a higher rank adds less than 2**-40 and needs
-#: more than 2**40 distinct values per register to appear
+#: the estimate's sum of 2**-rank, scaled to integers by 2**HLL_SCALE (exact, whatever the order of
+#: the registers); a rank above HLL_SCALE counts as HLL_SCALE, which changes the sum by less than
+#: 2**-40 and needs about 2**40 distinct values per register to happen
 HLL_SCALE = 40
 
 
 def hll_terms(ranks: Any) -> tuple[int, int]:
-    """(registers above 0, sum of 2**(HLL_SCALE - rank) over ranks 1..HLL_SCALE): all the
+    """(registers above 0, sum of 2**(HLL_SCALE - min(rank, HLL_SCALE)) over them): all the
     estimate needs of the registers, in integers."""
     n = s = 0
     for r in ranks:
         if r > 0:
             n += 1
-            if r <= HLL_SCALE:
-                s += 1 << (HLL_SCALE - r)
+            s += 1 << (HLL_SCALE - min(r, HLL_SCALE))
     return n, s
 
 
@@ -69,9 +68,12 @@ def _key_at(hist: dict, rank: float) -> int:
 def quantile(positive: dict | None, negative: dict | None, zero: int | None, count: int | None,
              low: float | None, high: float | None, q: float, gamma: float) -> float | None:
     """The value at rank q*(count-1) of a log-bucketed histogram, clamped to [low, high] (the
-    exact smallest and largest): within the relative accuracy of the true value at that rank."""
+    exact smallest and largest, which are also the 0 and 1 quantiles): within the relative
+    accuracy of the true value at that rank."""
     if not count:
         return None
+    if q <= 0 or q >= 1:  # the extremes are kept exactly
+        return low if q <= 0 else high
     empty = {"offset": 0, "counts": []}
     positive, negative = positive or empty, negative or empty
     rank = q * (count - 1)

@@ -50,7 +50,8 @@ class Percentiles(Aggregator):
         "relative_accuracy": Option(float, 0.01, "every quantile is within this fraction of a true value "
                                                  "at its rank", min=0.001, max=0.2),
         "buckets": Option(int, 2048, "most buckets per sign: values more than gamma**buckets below the "
-                                     "largest share the lowest bucket", min=16, max=8192),
+                                     "largest (1e17 times at 1 %, 60 times at 0.1 %) share the lowest bucket",
+                          min=16, max=32768),
     }
     merges = {"positive": "add_aligned", "negative": "add_aligned", "zero": "add", "count": "add",
               "min": "min", "max": "max"}

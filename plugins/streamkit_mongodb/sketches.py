@@ -24,12 +24,12 @@ from streamkit import estimates
 
 HLL_ALPHA, HLL_SCALE = estimates.HLL_ALPHA, estimates.HLL_SCALE
 
-#: 2**(HLL_SCALE - rank) for ranks 1..HLL_SCALE, 0 for the others (indexed by rank, 0..64)
-_TERMS = [1 << (HLL_SCALE - r) if 1 <= r <= HLL_SCALE else 0 for r in range(65)]
+#: 2**(HLL_SCALE - min(rank, HLL_SCALE)) for ranks above 0, 0 for rank 0 (indexed by rank, 0..64)
+_TERMS = [1 << (HLL_SCALE - min(r, HLL_SCALE)) if r else 0 for r in range(65)]
 #: the bits of a 63-bit count, highest first (a binary search for an order statistic)
 _BITS = [1 << b for b in range(62, -1, -1)]
-#: zeros for padding histograms: 2**13 = 8192, the most buckets a percentiles option allows
-_ZERO_DOUBLINGS = 13
+#: zeros for padding histograms: 2**15 = 32768, the most buckets a percentiles option allows
+_ZERO_DOUBLINGS = 15
 
 
 def _let(names: dict, expr: Any) -> dict:
@@ -46,7 +46,7 @@ def _slice(array: Any, position: Any, n: Any) -> dict:
 
 
 def _zeros(n: Any) -> dict:
-    """``n`` zeros (0 <= n <= 8192), built by doubling rather than shipped in every update."""
+    """``n`` zeros (0 <= n <= 32768), built by doubling rather than shipped in every update."""
     expr: Any = _slice("$$z13", 0, n)
     for i in range(_ZERO_DOUBLINGS, 0, -1):
         expr = _let({f"z{i}": {"$concatArrays": [f"$$z{i - 1}", f"$$z{i - 1}"]}}, expr)
@@ -176,7 +176,7 @@ def hll_estimate(registers: Any, precision: Any) -> dict:
 def _key_at(hist: str, rank: Any) -> dict:
     """The position where the running count of ``hist`` first passes ``rank`` (else the last): a
     binary search whose steps each add a prefix of the counts (``$sum`` of a ``$slice``), so the
-    expression evaluates 13 steps, not one per bucket."""
+    expression evaluates 15 steps, not one per bucket."""
     counts = f"{hist}.counts"
     step = _let({"mid": {"$toInt": {"$floor": {"$divide": [{"$add": ["$$value.lo", "$$value.hi"]}, 2]}}}},
                 _cond({"$gt": [{"$sum": {"$slice": [counts, 0, {"$add": ["$$mid", 1]}]}}, "$$r"]},
@@ -204,6 +204,8 @@ def quantile(positive: Any, negative: Any, zero: Any, count: Any, low: Any, high
                  "rank": {"$multiply": [q, {"$subtract": ["$$c", 1]}]}},
                 _let({"below": {"$sum": "$$neg.counts"}},
                      {"$min": [{"$max": [v, "$" + _field(low)]}, "$" + _field(high)]}))
+    if q <= 0 or q >= 1:
+        body = "$" + _field(low if q <= 0 else high)
     return _let({"c": {"$ifNull": ["$" + _field(count), 0]}}, _cond({"$gt": ["$$c", 0]}, body, None))
 
 
