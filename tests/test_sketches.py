@@ -241,7 +241,7 @@ def _document_bytes(agg, partial) -> int:
            "_fence": {f"pipeline|topic/{i}": 2 ** 40 for i in range(8)}, **fields,
            **{f: e.evaluate(fields) for f, e in agg.derived.items()}}
     if "registers" in fields:
-        doc.update(registers_n=2 ** 14, registers_s=2 ** 60)
+        doc.update(_registers_n=2 ** 14, _registers_s=2 ** 60)
     return len(bson.encode(doc))
 
 

@@ -7,7 +7,7 @@ estimates equal what Python computes from its stored sketch.
 
 - ``max_by_key`` (HyperLogLog registers): one ``$max`` per register the flush sets, at
   ``<field>.<index>``. The estimate needs only the number of registers above 0 and an integer
-  sum over their ranks: ``<field>_n`` and ``<field>_s`` are kept up to date in the same stage
+  sum over their ranks: ``_<field>_n`` and ``_<field>_s`` are kept up to date in the same stage
   from the registers' values before it, so an update costs what the flush brings, not the
   size of the sketch.
 - ``add_aligned`` (quantile histograms): the stored and the flush's counts added position by
@@ -56,7 +56,8 @@ def _zeros(n: Any) -> dict:
 # -- merges: field, the flush's stored value, the field's bound -> $set expressions --------------
 
 def max_by_key(f: str, value: dict, bound: Any) -> dict:
-    out: dict = {f + "_n": None, f + "_s": None}  # first: mongomock evaluates a stage's fields in order
+    n_field, s_field = f"_{f}_n", f"_{f}_s"
+    out: dict = {n_field: None, s_field: None}  # first: mongomock evaluates a stage's fields in order
     count: list = []
     terms: list = []
     for k, rank in value.items():
@@ -66,8 +67,8 @@ def max_by_key(f: str, value: dict, bound: Any) -> dict:
         count.append(_cond({"$gt": [old, 0]}, 0, 1))
         terms.append(_cond({"$lt": [old, rank]},
                            {"$subtract": [_TERMS[rank], {"$arrayElemAt": ["$$t", old]}]}, 0))
-    out[f + "_n"] = {"$add": [{"$ifNull": [f"${f}_n", 0]}, *count]}
-    out[f + "_s"] = _let({"t": {"$literal": _TERMS}}, {"$add": [{"$ifNull": [f"${f}_s", 0]}, *terms]})
+    out[n_field] = {"$add": [{"$ifNull": ["$" + n_field, 0]}, *count]}
+    out[s_field] = _let({"t": {"$literal": _TERMS}}, {"$add": [{"$ifNull": ["$" + s_field, 0]}, *terms]})
     return out
 
 
@@ -163,7 +164,7 @@ def _field(e: Any) -> str:
 def hll_estimate(registers: Any, precision: Any) -> dict:
     f, p = _field(registers), int(precision.args[0])
     m = 1 << p
-    n, s = {"$ifNull": [f"${f}_n", 0]}, {"$ifNull": [f"${f}_s", 0]}
+    n, s = {"$ifNull": [f"$_{f}_n", 0]}, {"$ifNull": [f"$_{f}_s", 0]}
     z: Any = "$$x"
     for k in range(1, p + 13):
         z = {"$add": [z, {"$multiply": [{"$pow": ["$$x", 2 ** k]}, 2 ** (k - 1)]}]}
