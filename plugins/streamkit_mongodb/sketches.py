@@ -64,11 +64,12 @@ def max_by_key(f: str, value: dict, bound: Any) -> dict:
         path = f"{f}.{k}"
         old = {"$ifNull": ["$" + path, 0]}
         out[path] = {"$max": [old, rank]}
-        count.append(_cond({"$gt": [old, 0]}, 0, 1))
-        terms.append(_cond({"$lt": [old, rank]},
-                           {"$subtract": [_TERMS[rank], {"$arrayElemAt": ["$$t", old]}]}, 0))
+        count.append({"$cond": [old, 0, 1]})  # a register that was 0 is one more above 0
+        terms.append({"$arrayElemAt": [f"$$r{rank}", old]})  # what the sum gains if rank > old
+    ranks = sorted(set(value.values()))
+    gains = {f"r{r}": {"$literal": [_TERMS[r] - _TERMS[o] if o < r else 0 for o in range(65)]} for r in ranks}
     out[n_field] = {"$add": [{"$ifNull": ["$" + n_field, 0]}, *count]}
-    out[s_field] = _let({"t": {"$literal": _TERMS}}, {"$add": [{"$ifNull": ["$" + s_field, 0]}, *terms]})
+    out[s_field] = _let(gains, {"$add": [{"$ifNull": ["$" + s_field, 0]}, *terms]})
     return out
 
 
