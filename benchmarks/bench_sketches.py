@@ -16,7 +16,9 @@ into
                interpreted update expressions: a real MongoDB evaluates them natively)
 
 The figure per contender is the median records/s (wall clock) of the rounds, and its ratio to
-count is the median of each round's own ratio (the contenders of a round run one after the other).
+count is the median of each round's own ratio (the contenders of a round run one after the other);
+the same for the CPU time of the run's process per record (steadier on a shared machine; ratio:
+count's CPU per record over the contender's, so above 1 is faster than count).
 """
 from __future__ import annotations
 
@@ -82,21 +84,26 @@ def main() -> None:
     for sink in args.sinks:
         rates: dict = {c: [] for c in CONTENDERS}
         ratios: dict = {c: [] for c in CONTENDERS}
+        cpus: dict = {c: [] for c in CONTENDERS}
+        cpu_ratios: dict = {c: [] for c in CONTENDERS}
         for rnd in range(args.rounds):
-            base = None
+            base = base_cpu = None
             for c in CONTENDERS:
                 r = run_one({"contender": c, "sink": sink, "records": args.records})
-                rate = r["records"] / r["seconds"]
+                rate, cpu = r["records"] / r["seconds"], r["cpu"] / r["records"] * 1e6
                 rates[c].append(rate)
-                base = rate if c == "count" else base
+                cpus[c].append(cpu)
+                base, base_cpu = (rate, cpu) if c == "count" else (base, base_cpu)
                 ratios[c].append(rate / base)
+                cpu_ratios[c].append(base_cpu / cpu)
                 log(f"  {sink} round {rnd + 1}/{args.rounds} {c:12} {rate:>10,.0f} records/s "
                     f"({r['cpu'] / r['records'] * 1e6:.1f} µs CPU/record, {r['flushes']} flushes)")
         print(f"\n{sink}: {args.records:,} records per run, median of {args.rounds} rounds")
-        print("| aggregation | records/s | × count |")
-        print("|---|---:|---:|")
+        print("| aggregation | records/s | × count | CPU µs/record | × count by CPU |")
+        print("|---|---:|---:|---:|---:|")
         for c in CONTENDERS:
-            print(f"| {c} | {statistics.median(rates[c]):,.0f} | {statistics.median(ratios[c]):.2f} |")
+            print(f"| {c} | {statistics.median(rates[c]):,.0f} | {statistics.median(ratios[c]):.2f} "
+                  f"| {statistics.median(cpus[c]):.1f} | {statistics.median(cpu_ratios[c]):.2f} |")
 
 
 if __name__ == "__main__":

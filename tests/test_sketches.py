@@ -7,7 +7,10 @@ the exact stored state of each sketch computed from the README's definitions."""
 from __future__ import annotations
 
 import math
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import bson
@@ -44,6 +47,25 @@ def _contract_store(agg, partials: list) -> dict:
     for f, e in agg.derived.items():
         doc[f] = e.evaluate(doc)
     return doc
+
+
+# -- hashes: the same everywhere ----------------------------------------------------------------
+
+GOLDEN = [("u1", 0x1dd19f8acc8cb844), ("", 0xe64984c3aacf6ede), ("ü", 0x835334e24651221), (1, 0xae2a1effba11cf0a),
+          (-5, 0xe59bbe77af8e92b5), (1.5, 0x2c2ce41e30aaeff9), (True, 0x992e9a7e321efcda), (False, 0x937ba9e9d7c38717)]
+
+
+def test_value_hashes_are_fixed_numbers_whatever_the_process():
+    """BLAKE2b of the value's type and text: the numbers below in every process and Python version
+    (a salted hash() would change with PYTHONHASHSEED)."""
+    from streamkit import stable_hash
+    assert [(v, stable_hash(tag_key(v))) for v, _ in GOLDEN] == GOLDEN
+    code = ("from streamkit import stable_hash, tag_key; "
+            "print([stable_hash(tag_key(v)) for v in ['u1', '', 'ü', 1, -5, 1.5, True, False]])")
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        assert out.strip() == str([h for _, h in GOLDEN])
 
 
 # -- accuracy on a million values ---------------------------------------------------------------
