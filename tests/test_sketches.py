@@ -314,3 +314,21 @@ def test_a_value_that_cannot_be_counted_is_a_dead_letter(test_plugins):
     result = p.run()
     assert (result.records_aggregated, result.dead_letters) == (2, 5)
     assert test_plugins[0].results(p.aggregations)[("d", (), None)] == {"distinct": 2}
+
+
+def test_record_sinks_write_each_flushs_estimates(tmp_path):
+    out = tmp_path / "out.jsonl"
+    p = Pipeline.from_dict({
+        "source": {"type": "generator", "rate": 0, "users": 50, "items": 5, "max_records": 2000},
+        "aggregations": [{"name": "d", "type": "distinct", "field": "user_id"},
+                         {"name": "p", "type": "percentiles", "field": "duration_ms", "quantiles": [0.5, 0.999]},
+                         {"name": "t", "type": "top_k", "field": "item_id", "k": 2}],
+        "sinks": [{"type": "jsonl", "path": str(out)}], "flush": {"max_records": 1000}, "delivery": "at_least_once"})
+    p.run()
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    by = {(x["flush"], x["aggregation"]): x for x in lines}
+    assert {k[1] for k in by} == {"d", "p", "t"} and {k[0] for k in by} == {1, 2}
+    assert 40 <= by[(1, "d")]["distinct"] <= 50
+    assert set(by[(1, "p")]) >= {"p50", "p99_9", "count", "min", "max"} and by[(1, "p")]["count"] == 1000
+    top = by[(2, "t")]["top"]
+    assert len(top) == 2 and top[0]["count"] >= top[1]["count"] and sum(e["count"] for e in top) <= 1000
