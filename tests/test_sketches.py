@@ -332,3 +332,23 @@ def test_record_sinks_write_each_flushs_estimates(tmp_path):
     assert set(by[(1, "p")]) >= {"p50", "p99_9", "count", "min", "max"} and by[(1, "p")]["count"] == 1000
     top = by[(2, "t")]["top"]
     assert len(top) == 2 and top[0]["count"] >= top[1]["count"] and sum(e["count"] for e in top) <= 1000
+
+
+def test_registers_this_sink_stored_are_left_out_of_later_updates_only_once_acknowledged():
+    from streamkit_mongodb.updates import Merged, merge_fields
+    agg = Distinct({})
+    partial = _one_pass(agg, [f"u{i}" for i in range(300)])
+    merged = Merged()
+    paths = lambda fields: {f for f in fields if f.startswith("registers.")}  # noqa: E731
+    first = merge_fields(agg, partial, merged, "doc")
+    assert len(paths(first)) == len(partial)
+    # not acknowledged (the write failed, or is being retried): everything is sent again
+    assert paths(merge_fields(agg, partial, merged, "doc")) == paths(first)
+    merged.written()
+    assert paths(merge_fields(agg, partial, merged, "doc")) == set()
+    assert len(paths(merge_fields(agg, partial, merged, "other document"))) == len(partial)
+    higher = {i: r + 1 for i, r in list(partial.items())[:5]}
+    assert paths(merge_fields(agg, higher, merged, "doc")) == {f"registers.{i}" for i in higher}
+    merged.begin()  # a new flush forgets what an unacknowledged one noted
+    merged.written()
+    assert len(paths(merge_fields(agg, higher, merged, "doc"))) == 5

@@ -56,6 +56,8 @@ def _zeros(n: Any) -> dict:
 # -- merges: field, the flush's stored value, the field's bound -> $set expressions --------------
 
 def max_by_key(f: str, value: dict, bound: Any) -> dict:
+    if not value:  # nothing that can change the registers
+        return {f: {"$ifNull": ["$" + f, {"$literal": {}}]}}
     n_field, s_field = f"_{f}_n", f"_{f}_s"
     out: dict = {n_field: None, s_field: None}  # first: mongomock evaluates a stage's fields in order
     count: list = []

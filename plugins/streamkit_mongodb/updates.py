@@ -37,13 +37,59 @@ def unsupported(agg: Aggregator) -> dict[str, str]:
     return {f: kind for f, kind in agg.merges.items() if kind not in KINDS}
 
 
-def merge_fields(agg: Aggregator, partial: Any) -> dict:
+class Merged:
+    """The ``max_by_key`` values this sink has durably merged into each document (HyperLogLog
+    registers). A stored value of that kind never decreases, so a later flush need not send a key
+    whose value is not above what this sink already wrote there: the update carries only the
+    registers that can change. Kept per sink instance (a restarted process starts empty and sends
+    everything, which merges to the same registers), at most ``limit`` keys in all."""
+
+    def __init__(self, limit: int = 1 << 20) -> None:
+        self.limit = limit
+        self.durable: dict = {}   # _id -> {field: {key: value}}
+        self.pending: dict = {}   # the same, for the flush being written
+        self.size = 0
+
+    def unknown(self, _id: str, f: str, value: dict) -> dict:
+        """The keys of ``value`` above what is durably known for ``(_id, f)``; noted as pending."""
+        known = self.durable.get(_id, {}).get(f)
+        if known:
+            value = {k: v for k, v in value.items() if v > known.get(k, 0)}
+        note = self.pending.setdefault(_id, {}).setdefault(f, {})
+        for k, v in value.items():
+            if v > note.get(k, 0):
+                note[k] = v
+        return value
+
+    def begin(self) -> None:
+        self.pending = {}
+
+    def written(self) -> None:
+        """The flush's updates are acknowledged: what they carried is stored."""
+        for _id, fields in self.pending.items():
+            doc = self.durable.setdefault(_id, {})
+            for f, values in fields.items():
+                have = doc.setdefault(f, {})
+                before = len(have)
+                for k, v in values.items():
+                    if v > have.get(k, 0):
+                        have[k] = v
+                self.size += len(have) - before
+        self.pending = {}
+        if self.size > self.limit:  # forget, rather than grow: only the updates get bigger again
+            self.durable, self.size = {}, 0
+
+
+def merge_fields(agg: Aggregator, partial: Any, merged: Merged | None = None, _id: str | None = None) -> dict:
     """``$set`` expressions merging ``partial`` into the current document, one per stored field
-    (or per key of a map: ``registers.123``)."""
+    (or per key of a map: ``registers.123``); with ``merged``, a ``max_by_key`` field carries only
+    the keys that can still change document ``_id``."""
     merges = agg.merges
     out = {}
     for f, value in agg.stored(partial).items():
         kind = merges[f]
+        if kind == "max_by_key" and merged is not None and _id is not None:
+            value = merged.unknown(_id, f, value)
         if kind in sketches.MERGES:
             out.update(sketches.MERGES[kind](f, value, agg.bounds.get(f)))
             continue
