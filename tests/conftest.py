@@ -27,7 +27,7 @@ HOW = 'start the servers with: eval "$(scripts/services up)"'
 NEEDS = {"kafka_bootstrap": "integration", "mongo_uri": "integration", "secantus": "integration",
          "chromium_path": "browser"}
 # (fixture, param) -> the marker of every test that takes that parameter of the fixture
-PARAM_NEEDS = {("store", "server"): "integration"}
+PARAM_NEEDS = {("store", "server"): "integration", ("coll", "server"): "integration"}
 MARKERS = ("integration", "browser")
 
 

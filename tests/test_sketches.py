@@ -352,3 +352,95 @@ def test_registers_this_sink_stored_are_left_out_of_later_updates_only_once_ackn
     merged.begin()  # a new flush forgets what an unacknowledged one noted
     merged.written()
     assert len(paths(merge_fields(agg, higher, merged, "doc"))) == 5
+
+
+# -- the mongodb translation of the merge kinds, against their Python meaning --------------------
+
+def _histograms(draw_width):
+    from hypothesis import strategies as st
+    hist = st.builds(lambda o, c: {"offset": o, "counts": c}, st.integers(-40, 40),
+                     st.lists(st.integers(0, 5), min_size=1, max_size=12))
+    return st.lists(hist, min_size=1, max_size=6)
+
+
+def _apply_in_mongo(coll, kind_fields: list, finish: list, fallback: bool) -> dict:
+    """Each element of ``kind_fields`` is one flush's ``$set`` expressions; with ``fallback`` each is
+    wrapped as the sink's per-partition ``$cond`` stage does (here always behind)."""
+    from pymongo import UpdateOne
+    coll.delete_many({})
+    for fields in kind_fields:
+        stage = ({f: {"$cond": [{"$lt": [{"$ifNull": ["$_fence.p", -1]}, 10 ** 9]}, e, "$" + f]} for f, e in fields.items()}
+                 if fallback else fields)
+        coll.bulk_write([UpdateOne({"_id": 1}, [{"$set": stage}, *finish], upsert=True)])
+    doc = coll.find_one({"_id": 1})
+    doc.pop("_id")
+    return doc
+
+
+@pytest.fixture(params=["mongomock", pytest.param("server", marks=pytest.mark.integration)])
+def coll(request):
+    """A collection on mongomock, or on the real server (``-m integration``)."""
+    if request.param == "mongomock":
+        import mongomock_ng
+        yield mongomock_ng.MongoClient().db.c
+        return
+    from pymongo import MongoClient
+    client = MongoClient(request.getfixturevalue("mongo_uri"), serverSelectionTimeoutMS=10000)
+    name = f"sketch_{random.randrange(10 ** 9)}"
+    yield client[name]["c"]
+    client.drop_database(name)
+    client.close()
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_aligned_histograms_merge_in_the_store_as_in_python(coll, fallback):
+    """Offsets apart, overlapping, inside one another, beyond the span: the translated expression
+    gives what ``add_aligned`` and ``Span`` give in Python."""
+    from hypothesis import given, settings, strategies as st
+    from streamkit import Span
+    from streamkit_mongodb import sketches
+
+    @settings(max_examples=60, deadline=None)
+    @given(hists=_histograms(None), width=st.integers(1, 20))
+    def check(hists, width):
+        span = Span(width)
+        want = None
+        for h in hists:
+            h = span.apply(h)
+            want = span.apply(MERGE_KINDS["add_aligned"](want, h))
+        got = _apply_in_mongo(coll, [sketches.add_aligned("h", span.apply(h), span) for h in hists], [], fallback)
+        assert got["h"] == want, (hists, width)
+    check()
+
+
+def test_frequent_items_and_registers_merge_in_the_store_as_in_python(coll):
+    from hypothesis import given, settings, strategies as st
+    from streamkit import Frequent
+    from streamkit_mongodb import sketches
+    items = st.dictionaries(st.sampled_from("abcdefgh"), st.integers(1, 9), min_size=1, max_size=8)
+
+    @settings(max_examples=60, deadline=None)
+    @given(flushes=st.lists(items, min_size=1, max_size=5), capacity=st.integers(1, 6))
+    def check(flushes, capacity):
+        bound = Frequent(capacity)
+        want = None
+        parts = []
+        for f in flushes:
+            value = bound.apply({k: {"value": k, "count": c} for k, c in f.items()})
+            want = bound.apply(MERGE_KINDS["count_by_key"](want, value))
+            parts.append(sketches.count_by_key("items", value, bound))
+        got = _apply_in_mongo(coll, parts, [{"$set": {"items": sketches.frequent("items", bound)}}], False)
+        assert got["items"] == want, (flushes, capacity)
+    check()
+
+    @settings(max_examples=60, deadline=None)
+    @given(flushes=st.lists(st.dictionaries(st.sampled_from([str(i) for i in range(10)]), st.integers(1, 45),
+                                            min_size=1), min_size=1, max_size=5))
+    def registers(flushes):
+        from streamkit.estimates import hll_terms
+        want = None
+        for f in flushes:
+            want = MERGE_KINDS["max_by_key"](want, f)
+        got = _apply_in_mongo(coll, [sketches.max_by_key("r", f, None) for f in flushes], [], False)
+        assert got["r"] == want and (got["_r_n"], got["_r_s"]) == hll_terms(want.values()), flushes
+    registers()

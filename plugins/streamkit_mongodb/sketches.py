@@ -119,6 +119,8 @@ def add_aligned(f: str, value: dict, bound: Any) -> dict:
 
 
 def count_by_key(f: str, value: dict, bound: Any) -> dict:
+    if not value:  # the flush's own summary kept nothing (every value below its capacity cut)
+        return {f: {"$ifNull": ["$" + f, {"$literal": {}}]}}
     out: dict = {}
     for k, e in value.items():
         path = f"{f}.{k}"
