@@ -328,7 +328,8 @@ class Aggregator:
     keyed: ClassVar[bool] = False
     #: the document fields it owns (stored and derived), in the order readers show them
     fields: ClassVar[tuple[str, ...]] = ()
-    #: stored field -> merge kind (``add``, ``min``, ``max``): how a flush's value of the field
+    #: stored field -> merge kind (see ``streamkit.merging``: ``add``, ``min``, ``max``, ``max_by_key``,
+    #: ``add_aligned``, ``count_by_key``): how a flush's value of the field
     #: merges into the stored one
     merges: ClassVar[Mapping[str, str]] = {}
     #: result field -> formula over merged fields, recomputed after every merge (a property
