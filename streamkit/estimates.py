@@ -37,11 +37,22 @@ def hll_from_terms(n: int, s: int, precision: int) -> int:
         return 0
     m = 1 << precision
     x = (m - n) / m
-    z = x
-    for k in range(1, precision + 13):  # sigma(x) = x + sum x**(2**k) * 2**(k-1); the rest is 0
-        z = z + x ** (2 ** k) * 2 ** (k - 1)
+    z = x + _sigma_tail(x * x, 1, precision + HLL_DEPTH)
     est = HLL_ALPHA * m * m / (m * z + s * 2.0 ** -HLL_SCALE)
     return math.floor(est + 0.5)
+
+
+#: sigma(x) = x + sum over k >= 1 of x**(2**k) * 2**(k-1), written as x + g(x*x) with
+#: g(y) = y + 2 g(y*y), stopped where y < HLL_TINY (the rest is below y * 2**-59) or after
+#: precision + HLL_DEPTH steps (enough for y to fall below HLL_TINY while a register is 0)
+HLL_TINY = 2.0 ** -60
+HLL_DEPTH = 7
+
+
+def _sigma_tail(y: float, depth: int, limit: int) -> float:
+    if y < HLL_TINY or depth == limit:
+        return y
+    return y + 2 * _sigma_tail(y * y, depth + 1, limit)
 
 
 def hll_estimate(registers: dict | None, precision: int) -> int:

@@ -170,9 +170,13 @@ def hll_estimate(registers: Any, precision: Any) -> dict:
     f, p = _field(registers), int(precision.args[0])
     m = 1 << p
     n, s = {"$ifNull": [f"$_{f}_n", 0]}, {"$ifNull": [f"$_{f}_s", 0]}
-    z: Any = "$$x"
-    for k in range(1, p + 13):
-        z = {"$add": [z, {"$multiply": [{"$pow": ["$$x", 2 ** k]}, 2 ** (k - 1)]}]}
+    limit = p + estimates.HLL_DEPTH
+    tail: Any = f"$$y{limit}"  # estimates._sigma_tail, unrolled: a step is evaluated only if needed
+    for d in range(limit - 1, 0, -1):
+        y = f"$$y{d}"
+        tail = _cond({"$lt": [y, estimates.HLL_TINY]}, y, _let(
+            {f"y{d + 1}": {"$multiply": [y, y]}}, {"$add": [y, {"$multiply": [2, tail]}]}))
+    z = {"$add": ["$$x", _let({"y1": {"$multiply": ["$$x", "$$x"]}}, tail)]}
     est = {"$divide": [HLL_ALPHA * m * m, {"$add": [{"$multiply": [m, z]}, {"$multiply": ["$$s", 2.0 ** -HLL_SCALE]}]}]}
     return _let({"n": n, "s": s}, _cond({"$eq": ["$$n", 0]}, 0, _let(
         {"x": {"$divide": [{"$subtract": [m, "$$n"]}, m]}},
