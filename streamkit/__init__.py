@@ -20,12 +20,14 @@ _PUBLIC = {
     "RunResult": "result",
     **dict.fromkeys(["ConfigError", "PluginError", "SourceUnavailable", "StreamkitError"], "errors"),
     **dict.fromkeys(["hookimpl", "hookspec"], "hookspecs"),
-    **dict.fromkeys(["MERGE_KINDS", "Expr", "F", "greatest", "sqrt", "when_positive"], "merging"),
+    **dict.fromkeys(["MERGE_KINDS", "Expr", "F", "Frequent", "Span", "greatest", "hll_estimate", "quantile", "sqrt",
+                     "top_entries", "when_positive"], "merging"),
     **dict.fromkeys(["REQUIRED", "Duration", "ListOf", "OneOf", "Option", "check_options", "parse_duration"],
                     "options"),
     "Pipeline": "pipeline",
     "echo": "progress",
-    "to_json": "records",
+    **dict.fromkeys(["tag_key", "to_json"], "records"),
+    "stable_hash": "hashing",
     **dict.fromkeys(["UTC", "event_time", "iso_time"], "windows"),
 }
 
@@ -34,11 +36,14 @@ if TYPE_CHECKING:
                              Flush, PartitionDelta, PluginType, Resume, Sink, Source, SourceHooks, WindowResult)
     from .errors import ConfigError, PluginError, SourceUnavailable, StreamkitError
     from .hookspecs import hookimpl, hookspec
-    from .merging import MERGE_KINDS, Expr, F, greatest, sqrt, when_positive
+    from . import estimates
+    from .hashing import stable_hash
+    from .merging import (MERGE_KINDS, Expr, F, Frequent, Span, greatest, hll_estimate, quantile, sqrt, top_entries,
+                          when_positive)
     from .options import REQUIRED, Duration, ListOf, OneOf, Option, check_options, parse_duration
     from .pipeline import Pipeline
     from .progress import echo
-    from .records import to_json
+    from .records import tag_key, to_json
     from .result import RunResult
     from .windows import UTC, event_time, iso_time
 
@@ -47,7 +52,15 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
+#: public modules (``streamkit.estimates``)
+_MODULES = ("estimates",)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = value
+        return value
     if name not in _PUBLIC:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
@@ -67,4 +80,5 @@ __all__ = [
     "event_time", "iso_time", "UTC", "echo", "to_json",
     "StreamkitError", "ConfigError", "PluginError", "SourceUnavailable", "__version__",
     "MERGE_KINDS", "Expr", "F", "greatest", "sqrt", "when_positive",
+    "Span", "Frequent", "hll_estimate", "quantile", "top_entries", "stable_hash", "tag_key", "estimates",
 ]

@@ -61,7 +61,8 @@ class AggregationSpec:
             keys = list(zip(*(columns[("key", f)] for f in gb)))
         else:
             keys = [()] * n
-        values = columns[self.field] if self.field else None
+        values = None if not self.field else (
+            columns[("key", self.field)] if self.aggregator.keyed else columns[self.field])
         late: list[int] = []
         if self.windowed:
             assert times is not None

@@ -414,17 +414,24 @@ class Aggregator:
 
     options: ClassVar[Mapping[str, Option]] = {}
     description: ClassVar[str] = ""
-    #: does it read a value (``field:``)? must that value be a number?
+    #: does it read a value (``field:``)? must that value be a number? or a value that could be
+    #: grouped by (``keyed``: a string of at most ``max_key_bytes``, an integer, a finite float or a
+    #: boolean, handed to ``add_batch`` as a table key that keeps its JSON type, see ``tag_key``)?
     needs_field: ClassVar[bool] = True
     numeric: ClassVar[bool] = True
+    keyed: ClassVar[bool] = False
     #: the document fields it owns (stored and derived), in the order readers show them
     fields: ClassVar[tuple[str, ...]] = ()
-    #: stored field -> merge kind (``add``, ``min``, ``max``): how a flush's value of the field
+    #: stored field -> merge kind (see ``streamkit.merging``: ``add``, ``min``, ``max``, ``max_by_key``,
+    #: ``add_aligned``, ``count_by_key``): how a flush's value of the field
     #: merges into the stored one
     merges: ClassVar[Mapping[str, str]] = {}
     #: result field -> formula over merged fields, recomputed after every merge (a property
     #: where the formula depends on the options)
     derived: Mapping[str, Expr] = {}
+    #: stored field -> the bound (``Span``, ``Frequent``) that keeps its merged value within a size
+    #: set by the options, applied after every merge
+    bounds: Mapping[str, Any] = {}
     #: presentation hint: the result field that stands for the aggregation (what readers sort,
     #: chart and summarise by, and an alert rule's default field); empty: the first of ``fields``
     primary: ClassVar[str] = ""

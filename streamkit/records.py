@@ -204,7 +204,9 @@ class BatchReader:
             limit = getattr(agg, "max_key_bytes", MAX_KEY_BYTES)
             for f in agg.group_by:
                 keys[f] = min(limit, keys.get(f, limit))
-            if agg.field:
+            if agg.field and agg.aggregator.keyed:
+                keys[agg.field] = min(limit, keys.get(agg.field, limit))
+            elif agg.field:
                 (numbers if agg.aggregator.numeric else values)[agg.field] = None
             if agg.windowed:
                 size = agg.window.size or 0.0

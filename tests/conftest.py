@@ -28,7 +28,7 @@ NEEDS = {"kafka_bootstrap": "integration", "mongo_uri": "integration", "secantus
          "chromium_path": "browser",
          "prometheus_path": "integration", "promtool_path": "integration", "docker_compose_path": "integration"}
 # (fixture, param) -> the marker of every test that takes that parameter of the fixture
-PARAM_NEEDS = {("store", "server"): "integration"}
+PARAM_NEEDS = {("store", "server"): "integration", ("coll", "server"): "integration"}
 MARKERS = ("integration", "browser")
 
 

@@ -128,5 +128,5 @@ def test_a_merge_kind_the_store_cannot_do_is_refused_naming_the_aggregation(thro
     pipeline = Pipeline.from_dict(spec)
     with pytest.raises(ConfigError, match=r"^<dict>: aggregations\[1\]\.type: type 'registers' merges its field "
                                           r"'registers' by 'max_each', which the mongodb sink cannot do "
-                                          r"\(it can: add, min, max\)$"):
+                                          r"\(it can: add, min, max, max_by_key, add_aligned, count_by_key\)$"):
         pipeline.run(max_events=10)

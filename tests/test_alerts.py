@@ -338,3 +338,24 @@ def test_destination_errors_in_a_file_name_its_line(uri, tmp_path):
     with pytest.raises(ConfigError) as e:
         Pipeline.from_yaml(f).run()
     assert str(e.value) == f"{f}:{line}: alerts.destinations[1].colour: unknown option; known options: level"
+
+
+def test_rules_on_sketch_values_see_the_merged_estimate(uri):
+    """A p95 rule sees the quantile of everything merged, not of one flush; a distinct rule the
+    distinct users of every flush together."""
+    recs = ([{"user_id": f"u{i % 5}", "item_id": "slow", "interaction_type": "view", "timestamp": 0,
+              "duration_ms": 100} for i in range(40)]
+            + [{"user_id": f"u{i}", "item_id": "slow", "interaction_type": "view", "timestamp": 0,
+                "duration_ms": 10_000} for i in range(10)])
+    rules = [{"name": "slow p95", "aggregation": "duration_pct", "field": "p95", "above": 5000},
+             {"name": "many users", "aggregation": "users_per_item", "above": 8}]
+    cfg = config(recs, uri, alerts={"rules": rules, "destinations": [{"type": "log"}]})
+    cfg["aggregations"] = [
+        {"name": "duration_pct", "type": "percentiles", "field": "duration_ms", "group_by": ["interaction_type"]},
+        {"name": "users_per_item", "type": "distinct", "field": "user_id", "group_by": ["item_id"]}]
+    Pipeline.from_dict(cfg).run()
+    fired = {(a["rule"], a["value"]) for a in connect(uri)["shopdb"]["streamkit_alerts"].find()}
+    names = {r for r, _ in fired}
+    assert names == {"slow p95", "many users"}, fired
+    assert dict(fired)["many users"] in (9, 10)  # u0..u9: the flush that passed 8
+    assert dict(fired)["slow p95"] == pytest.approx(10_000, rel=0.01)

@@ -37,7 +37,7 @@ CASES = [
     ("unknown source type", GOOD.replace("type: generator", "type: kafak"),
      "p.yaml:2: source.type: unknown source type 'kafak'"),
     ("unknown aggregator type", GOOD.replace("type: count", "type: median"),
-     "p.yaml:6: aggregations[0].type: unknown aggregator type 'median' (did you mean 'min'?); known aggregator types: avg, count, max, min, sum"),
+     "p.yaml:6: aggregations[0].type: unknown aggregator type 'median' (did you mean 'min'?); known aggregator types: avg, count, distinct, max, min, percentiles, sum, top_k"),
     ("wrong type", GOOD.replace("rate: 0", "rate: fast"), "p.yaml:3: source.rate: expected a number, got 'fast'"),
     ("wrong type in sink", GOOD.replace("type: discard", "type: mongodb\n    uri: 5"),
      "p.yaml:10: sinks[0].uri: expected a string, got 5"),

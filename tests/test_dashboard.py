@@ -705,3 +705,43 @@ def check_top_lists(db, ascending: bool) -> None:
 @pytest.mark.parametrize("ascending", [False, True])
 def test_top_lists_stay_exact_as_values_move(uri, ascending):
     check_top_lists(connect(uri)["shopdb"], ascending)
+
+
+SKETCHES = [
+    {"name": "users_per_item", "type": "distinct", "field": "user_id", "group_by": ["item_id"]},
+    {"name": "duration_percentiles_per_type", "type": "percentiles", "field": "duration_ms",
+     "group_by": ["interaction_type"]},
+]
+
+
+@pytest.mark.parametrize("status_documents", [True, False])
+def test_summary_shows_distinct_users_per_item_and_duration_percentiles_per_type(testsource, uri, status_documents):
+    from truth import exact
+    records = make_records()
+    cfg = config(records, uri, aggregations=as_pipeline(AGGREGATIONS + SKETCHES))
+    if not status_documents:
+        cfg["dashboard"] = None  # a standalone dashboard infers the sketches from their documents
+    Pipeline.from_dict(cfg).run()
+    with standalone(uri) as srv:
+        _, s = get_json(srv.url + "api/summary?top=5")
+        _, table = get_json(srv.url + "api/aggregations/duration_percentiles_per_type")
+    users: dict = collections.defaultdict(list)
+    durations: dict = collections.defaultdict(list)
+    for r in records:
+        users[r["item_id"]].append(r["user_id"])
+        durations[r["interaction_type"]].append(r["duration_ms"])
+    d = s["distinct_per_item"]
+    assert d["aggregation"] == "users_per_item" and len(d["top"]) == 5
+    for row in d["top"]:
+        assert abs(row["count"] - len(set(users[row["key"]]))) <= 1, row
+    assert d["top"][0]["key"] == "i-top"  # 44 records, more distinct users than any other item
+    q = s["quantiles_per_type"]
+    assert q["aggregation"] == "duration_percentiles_per_type" and q["quantiles"] == ["p50", "p95", "p99"]
+    assert {r["key"] for r in q["rows"]} == set(durations) and q["primary"] == "p95"
+    for row in q["rows"]:
+        want = exact(durations[row["key"]], SKETCHES[1])
+        assert row["count"] == len(durations[row["key"]])
+        for name, x in want.items():
+            assert abs(row["values"][name] - x) <= 0.01 * x, (row, name, x)
+    assert [r["values"]["p95"] for r in q["rows"]] == sorted((r["values"]["p95"] for r in q["rows"]), reverse=True)
+    assert table["meta"]["primary"] == "p95" and "p99" in table["meta"]["fields"]

@@ -30,6 +30,11 @@ AGGREGATIONS = [
      "window": (2, 1)},
     {"name": "avg_5s_every_2s", "type": "avg", "field": "duration_ms", "group_by": ["item_id"], "window": (5, 2)},
     {"name": "max_1s", "type": "max", "field": "duration_ms", "window": 1},
+    {"name": "users_per_item", "type": "distinct", "field": "user_id", "group_by": ["item_id"]},
+    {"name": "users_1s", "type": "distinct", "field": "user_id", "window": 1, "precision": 10},
+    {"name": "duration_pct_per_type", "type": "percentiles", "field": "duration_ms", "group_by": ["interaction_type"]},
+    {"name": "items_per_type_2s_every_1s", "type": "top_k", "field": "item_id", "group_by": ["interaction_type"],
+     "window": (2, 1), "k": 3},
 ]
 SOURCE = {"seed": 5, "users": 50, "items": 20, "rate": 0, "max_records": 3000, "batch_size": 100}
 

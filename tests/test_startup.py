@@ -62,10 +62,12 @@ def test_the_check_sees_a_client_library_a_run_imports():
 
 def test_every_public_name_resolves_to_its_module():
     names = set(streamkit.__all__) - {"__version__"}
-    assert names == set(streamkit._PUBLIC)
-    for name in names:
+    assert names == set(streamkit._PUBLIC) | set(streamkit._MODULES)
+    for name in streamkit._PUBLIC:
         module = importlib.import_module(f"streamkit.{streamkit._PUBLIC[name]}")
         assert getattr(streamkit, name) is getattr(module, name)
+    for name in streamkit._MODULES:  # a public module: streamkit.estimates
+        assert getattr(streamkit, name) is importlib.import_module(f"streamkit.{name}")
     with pytest.raises(AttributeError):
         streamkit.no_such_name  # noqa: B018
 

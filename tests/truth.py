@@ -11,7 +11,13 @@ API
     :func:`aggregate`, when some are not). ``aggregations``: dicts in the pipeline file's shape
     (``name``, ``type`` in count/sum/avg/min/max, ``group_by``, ``field``, ``time_field``) with
     ``window`` given in seconds: absent or None (all-time), a number (tumbling), or hopping as
-    ``(size, hop)`` or ``{"size": s, "hop": h}``. Hops need not divide the size.
+    ``(size, hop)`` or ``{"size": s, "hop": h}``. Hops need not divide the size. The sketches
+    (``distinct``, ``percentiles``, ``top_k``, with their options in the dict) give their exact
+    stored state, computed here from the README's definitions: ``distinct`` -> {registers} (the
+    HyperLogLog register of each distinct value's BLAKE2b hash); ``percentiles`` -> {positive,
+    negative, zero, count, min, max} (log-bucket counts); ``top_k`` -> {items, count} (exact
+    counts: the test keeps the distinct values within ``capacity``). :func:`exact` gives what
+    their estimates stand for.
     ``key`` is the tuple of (field, value) pairs sorted by field; ``window_start`` is epoch
     seconds as a float (None for all-time). ``fields`` is what the aggregator stores:
     count -> {count}; sum -> {sum}; avg -> {avg, sum, count}; min -> {min}; max -> {max}.
@@ -33,13 +39,15 @@ API
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from fractions import Fraction
 from typing import Any, Iterable
 
 FIELDS = {"count": ("count",), "sum": ("sum",), "avg": ("avg", "sum", "count"), "min": ("min",),
-          "max": ("max",)}
+          "max": ("max",), "distinct": ("registers",),
+          "percentiles": ("positive", "negative", "zero", "count", "min", "max"), "top_k": ("items", "count")}
 
 
 def _time(v: Any) -> float:
@@ -112,6 +120,80 @@ def usable(rec: Any, needs: Iterable[str], numeric: Iterable[str], times: Iterab
     return True
 
 
+def _value_hash(v: Any) -> int:
+    """BLAKE2b-64 of a value with its JSON type: s<utf-8>, i<decimal>, f<repr>, b1/b0."""
+    if isinstance(v, bool):
+        data = b"b1" if v else b"b0"
+    elif isinstance(v, int):
+        data = b"i" + str(v).encode()
+    elif isinstance(v, float):
+        data = b"f" + repr(v + 0.0).encode()
+    else:
+        data = b"s" + v.encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def _typed(v: Any) -> tuple:
+    return (type(v).__name__, v + 0.0 if isinstance(v, float) else v)
+
+
+def _registers(vals: list, precision: int) -> dict:
+    rest = 64 - precision
+    regs: dict = {}
+    for _, v in {_typed(v) for v in vals}:
+        h = _value_hash(v)
+        i, rank = str(h >> rest), rest - (h & ((1 << rest) - 1)).bit_length() + 1
+        regs[i] = max(regs.get(i, 0), rank)
+    return regs
+
+
+def _histogram(mags: list, gamma: float, width: int) -> dict:
+    if not mags:
+        return {"offset": 0, "counts": []}
+    scale = 1 / math.log(gamma)
+    buckets = Counter(math.ceil(math.log(m) * scale) for m in mags)
+    hi = max(buckets)
+    lo = max(min(buckets), hi - width + 1)
+    counts = [0] * (hi - lo + 1)
+    for i, c in buckets.items():
+        counts[max(i, lo) - lo] += c
+    return {"offset": lo, "counts": counts}
+
+
+def _sketch(a: dict, vals: list) -> dict:
+    kind = a["type"]
+    if kind == "distinct":
+        return {"registers": _registers(vals, a.get("precision", 14))}
+    if kind == "percentiles":
+        acc = a.get("relative_accuracy", 0.01)
+        gamma, width = (1 + acc) / (1 - acc), a.get("buckets", 2048)
+        return {"positive": _histogram([v for v in vals if v > 0], gamma, width),
+                "negative": _histogram([-v for v in vals if v < 0], gamma, width),
+                "zero": sum(1 for v in vals if v == 0), "count": len(vals), "min": min(vals), "max": max(vals)}
+    counts = Counter(_typed(v) for v in vals)
+    assert len(counts) <= a.get("capacity", 100), "top_k truth: more distinct values than the capacity"
+    return {"items": {f"{_value_hash(v):016x}": {"value": v, "count": c} for (_, v), c in counts.items()},
+            "count": len(vals)}
+
+
+def exact(vals: list, a: dict) -> dict:
+    """What a sketch's estimates stand for, exactly: distinct -> {distinct: number of distinct
+    values (with their JSON types)}; percentiles -> {p50: the value at rank floor(0.5*(n-1)) of the
+    sorted values, ...}; top_k -> {top: [{value, count}] by count, then by the value's hash}."""
+    if a["type"] == "distinct":
+        return {"distinct": len({_typed(v) for v in vals})}
+    if a["type"] == "percentiles":
+        ordered = sorted(vals)
+        out = {}
+        for q in a.get("quantiles", [0.5, 0.95, 0.99]):
+            name = "p" + f"{q * 100:.6f}".rstrip("0").rstrip(".").replace(".", "_")
+            out[name] = ordered[math.floor(q * (len(ordered) - 1))]
+        return out
+    counts = Counter(_typed(v) for v in vals)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], f"{_value_hash(kv[0][1]):016x}"))
+    return {"top": [{"value": v, "count": c} for (_, v), c in ranked[:a.get("k", 10)]]}
+
+
 def _result(kind: str, vals: list) -> dict:
     if kind == "count":
         return {"count": len(vals)}
@@ -144,7 +226,8 @@ def truth(records: Iterable[dict], aggregations: list[dict]) -> dict:
                 for start in window_starts(_time(r[tf]), *window):
                     groups[(key, start)].append(v)
         for (key, start), vals in groups.items():
-            out[(a["name"], key, start)] = _result(a["type"], vals)
+            out[(a["name"], key, start)] = (_sketch(a, vals) if a["type"] in ("distinct", "percentiles", "top_k")
+                                            else _result(a["type"], vals))
     return out
 
 
@@ -153,7 +236,9 @@ def aggregate(records: Iterable[Any], aggregations: list[dict]) -> tuple[dict, i
     needs, numeric, times = set(), set(), set()
     for a in aggregations:
         needs.update(a.get("group_by", []))
-        if a["type"] != "count":
+        if a["type"] in ("distinct", "top_k"):
+            needs.add(a["field"])
+        elif a["type"] != "count":
             numeric.add(a["field"])
         if a.get("window"):
             times.add(a.get("time_field", "timestamp"))

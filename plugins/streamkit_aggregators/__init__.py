@@ -1,4 +1,5 @@
-"""Built-in aggregator types: count, sum, avg, min, max.
+"""Built-in aggregator types: count, sum, avg, min, max, and the sketches distinct,
+percentiles and top_k (their own modules).
 
 Each is a mergeable partial. ``add_batch`` is the hot path, one call per batch;
 ``merges`` and ``derived`` say how a store merges a partial into a stored document,
@@ -159,3 +160,9 @@ def register_aggregators(register) -> None:
     register("avg", Avg)
     register("min", Min)
     register("max", Max)
+    from .distinct import Distinct
+    from .percentiles import Percentiles
+    from .top_k import TopK
+    register("distinct", Distinct)
+    register("percentiles", Percentiles)
+    register("top_k", TopK)

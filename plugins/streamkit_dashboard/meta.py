@@ -12,7 +12,9 @@ from typing import Any, Iterable
 #: document fields that are not values of the aggregation
 _NOT_VALUES = {"_id", "aggregation", "key", "window", "updated_at"}
 #: the fields the built-in aggregators own, in the order a table shows them
-_KNOWN_ORDER = ("count", "sum", "avg", "min", "max")
+_KNOWN_ORDER = ("distinct", "count", "sum", "avg", "min", "max")
+#: a stored sketch field -> the sketch type it tells (a document read without its pipeline)
+_SKETCH_STATE = {"registers": "distinct", "positive": "percentiles", "items": "top_k"}
 
 
 @dataclass
@@ -25,6 +27,7 @@ class AggMeta:
     window_size: float | None = None  # seconds
     window_hop: float | None = None
     type: str | None = None
+    field: str | None = None          # the record field the aggregation reads (None: unknown)
 
     @property
     def windowed(self) -> bool:
@@ -44,7 +47,7 @@ class AggMeta:
         return f"{size} windows"
 
     def to_json(self) -> dict:
-        return {"name": self.name, "type": self.type, "group_by": list(self.group_by),
+        return {"name": self.name, "type": self.type, "group_by": list(self.group_by), "field": self.field,
                 "fields": list(self.fields), "primary": self.primary,
                 "window": {"kind": self.window_kind, "size": self.window_size, "hop": self.window_hop,
                            "label": self.window_label()}}
@@ -54,7 +57,7 @@ class AggMeta:
         """From :meth:`to_json` (what status documents store)."""
         w = d.get("window") or {}
         return cls(name=d["name"], type=d.get("type"), group_by=list(d.get("group_by") or []),
-                   fields=list(d.get("fields") or []), primary=d.get("primary") or "",
+                   field=d.get("field"), fields=list(d.get("fields") or []), primary=d.get("primary") or "",
                    window_kind=w.get("kind") or "all", window_size=w.get("size"), window_hop=w.get("hop"))
 
     @classmethod
@@ -63,7 +66,7 @@ class AggMeta:
         d = spec.describe()
         w = d["window"]
         fields = list(d["fields"])
-        return cls(name=d["name"], type=d["type"], group_by=list(d["group_by"]), fields=fields,
+        return cls(name=d["name"], type=d["type"], group_by=list(d["group_by"]), field=d["field"], fields=fields,
                    primary=d["primary"] or (fields[0] if fields else ""),
                    window_kind=w["kind"], window_size=w["size"], window_hop=w["hop"])
 
@@ -75,15 +78,23 @@ class AggMeta:
                   and (v is None or isinstance(v, (int, float))) and not isinstance(v, bool)]
         fields = sorted(values, key=lambda f: (_KNOWN_ORDER.index(f) if f in _KNOWN_ORDER else 99, f))
         primary = "avg" if "avg" in fields else (fields[0] if fields else "")
+        kind = next((t for f, t in _SKETCH_STATE.items() if isinstance(doc.get(f), dict)), None)
+        if kind == "distinct":
+            primary = "distinct"
+        elif kind == "percentiles":
+            fields = [f for f in fields if f.startswith("p")] + [f for f in ("count", "min", "max") if f in fields]
+            primary = "p95" if "p95" in fields else fields[0]
+        elif kind == "top_k":
+            fields, primary = ["top", *fields], "count"
         window = doc.get("window") or {}
         start, end = window.get("start"), window.get("end")
-        kind, size = "all", None
+        window_kind, size = "all", None
         if start is not None:
-            kind = "tumbling"
+            window_kind = "tumbling"
             if end is not None and hasattr(end, "timestamp") and hasattr(start, "timestamp"):
                 size = end.timestamp() - start.timestamp()
         return cls(name=doc["aggregation"], group_by=list(key), fields=fields, primary=primary,
-                   window_kind=kind, window_size=size, window_hop=size)
+                   window_kind=window_kind, window_size=size, window_hop=size, type=kind)
 
 
 def _seconds_label(seconds: float | None) -> str:
@@ -112,6 +123,9 @@ class SeedAggregations:
     items: AggMeta | None
     types: AggMeta | None
     missing: list[dict] = field(default_factory=list)
+    #: distinct users per item, and quantiles per interaction type (no hint when missing: optional)
+    distinct: AggMeta | None = None
+    percentiles: AggMeta | None = None
 
 
 def _prefer_count(cands: list[AggMeta]) -> AggMeta | None:
@@ -143,4 +157,19 @@ def seed_aggregations(metas: list[AggMeta], fields: SeedFields) -> SeedAggregati
         missing.append({"figures": "interactions per type over time",
                         "add": f"{{name: interactions_per_type, type: count, group_by: [{fields.type}], "
                                f"window: 1m}}"})
-    return SeedAggregations(users, items, types, missing)
+    return SeedAggregations(users, items, types, missing, distinct=distinct_per(metas, fields.item, fields.user),
+                            percentiles=percentiles_per(metas, fields.type))
+
+
+def distinct_per(metas: Iterable[AggMeta], fld: str, of: str) -> AggMeta | None:
+    """An all-time ``distinct`` grouped by ``fld`` alone, preferably of the field ``of``."""
+    cands = [m for m in metas if not m.windowed and m.group_by == [fld] and m.type == "distinct"]
+    cands.sort(key=lambda m: (m.field != of, m.name))
+    return cands[0] if cands else None
+
+
+def percentiles_per(metas: Iterable[AggMeta], fld: str) -> AggMeta | None:
+    """An all-time ``percentiles`` grouped by ``fld`` alone."""
+    cands = sorted((m for m in metas if not m.windowed and m.group_by == [fld] and m.type == "percentiles"),
+                   key=lambda m: m.name)
+    return cands[0] if cands else None

@@ -288,6 +288,25 @@ class DashboardStore:
             out["fewest"] = rows(self._sorted(meta, "count", top, ascending=True))
         return out
 
+    def _distinct(self, meta: AggMeta | None, fld: str, top: int) -> dict | None:
+        """The keys with the most distinct values (distinct users per item)."""
+        if meta is None:
+            return None
+        docs = self._sorted(meta, "distinct", top)
+        return {"aggregation": meta.name, "field": fld, "of": meta.field,
+                "top": [{"key": (d.get("key") or {}).get(fld), "count": d.get("distinct")} for d in docs]}
+
+    def _quantiles(self, meta: AggMeta | None, fld: str) -> dict | None:
+        """Every key's quantiles (duration per interaction type), highest primary quantile first."""
+        if meta is None:
+            return None
+        names = [f for f in meta.fields if f not in ("count", "min", "max")]
+        docs = self._sorted(meta, meta.primary, 50)
+        return {"aggregation": meta.name, "field": fld, "of": meta.field, "quantiles": names,
+                "primary": meta.primary,
+                "rows": [{"key": (d.get("key") or {}).get(fld), "count": d.get("count"),
+                          "values": {f: _number(d.get(f)) for f in names}} for d in docs]}
+
     def series(self, meta: AggMeta | None) -> dict | None:
         """Counts per key over the last windows of a windowed aggregation (the over-time chart)."""
         if meta is None:
@@ -388,6 +407,8 @@ class DashboardStore:
                 "fewest_interacted_item": items["fewest"][0] if items and items["fewest"] else None,
                 "users": users, "items": items,
                 "types_over_time": self.series(seed.types),
+                "distinct_per_item": self._distinct(seed.distinct, self.fields.item, top),
+                "quantiles_per_type": self._quantiles(seed.percentiles, self.fields.type),
                 "missing": seed.missing,
                 "aggregations": [m.name for m in metas],
                 "health": self.health(),

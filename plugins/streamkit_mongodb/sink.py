@@ -13,7 +13,7 @@ from .mongomock_fast import fast_collection
 from .ids import document_id, fence_field, fence_pipeline
 from .positions import Positions
 from .reading import Aggregates
-from .updates import KINDS, derived_fields, merge_fields, unsupported
+from .updates import KINDS, Merged, finish_stages, merge_fields, unsupported
 
 if TYPE_CHECKING:  # pymongo and bson are imported where they are used: `streamkit validate` needs neither
     from pymongo import UpdateOne
@@ -95,6 +95,7 @@ class MongoSink(ClosedWindows, Positions, Sink):
         self.epochs: dict[str, int] = {}
         self.definition: dict | None = None
         self._created: set = set()  # of the flush being written; see Aggregates.created
+        self._merged = Merged()  # registers already stored, left out of later updates
 
     def _create_indexes(self) -> None:
         from pymongo import ASCENDING, DESCENDING
@@ -130,7 +131,7 @@ class MongoSink(ClosedWindows, Positions, Sink):
         partial = delta.partial
         for d, _ in parts[1:]:
             partial = agg.merge(partial, d.partial)
-        stage = {**self._head(delta, now), **merge_fields(agg, partial)}
+        stage = {**self._head(delta, now), **merge_fields(agg, partial, self._merged, _id)}
         filt: dict = {"_id": _id}
         for _, fence in parts:
             if fence is not None:
@@ -140,10 +141,7 @@ class MongoSink(ClosedWindows, Positions, Sink):
                 # keeps the lookup on the _id index in every server (SecantusDB scans otherwise)
                 filt[path] = {"$not": {"$gte": end}}
                 stage[path] = {"$literal": end}
-        pipeline = [{"$set": stage}]
-        fin = derived_fields(agg)
-        if fin:
-            pipeline.append({"$set": fin})
+        pipeline = [{"$set": stage}, *finish_stages(agg)]
         from pymongo import UpdateOne
         return UpdateOne(filt, pipeline, upsert=True)
 
@@ -156,13 +154,11 @@ class MongoSink(ClosedWindows, Positions, Sink):
         for delta, (field, end) in parts:
             path = f"_fence.{field}"
             behind = {"$lt": [{"$ifNull": ["$" + path, -1]}, end]}
-            merge = merge_fields(agg, delta.partial)
+            merge = merge_fields(agg, delta.partial, self._merged, _id)
             stage = {f: {"$cond": [behind, expr, "$" + f]} for f, expr in merge.items()}
             stage[path] = {"$cond": [behind, {"$literal": end}, "$" + path]}
             pipeline.append({"$set": stage})
-        fin = derived_fields(agg)
-        if fin:
-            pipeline.append({"$set": fin})
+        pipeline.extend(finish_stages(agg))
         from pymongo import UpdateOne
         return UpdateOne({"_id": _id}, pipeline, upsert=True)
 
@@ -214,12 +210,14 @@ class MongoSink(ClosedWindows, Positions, Sink):
         now = dt.datetime.now(UTC)
         self._created = set()
         self.aggregates._written(flush.seq, self._created)
+        self._merged.begin()
         if not self.exact:
             ops = [self._update(document_id(d.aggregation, d.key, d.window_start), [(d, None)], now)
                    for d in flush.deltas()]
             again = self._retry("bulk write", self._bulk, ops)
             # the loser of two concurrent creations of a document: it exists now
             self._retry("bulk write", self._bulk, [ops[i] for i in again])
+            self._merged.written()
             return
         if flush.parts:
             self._retry("write intents", self._set_intents, flush.parts)
@@ -234,6 +232,7 @@ class MongoSink(ClosedWindows, Positions, Sink):
             # filtered on _id alone, these upserts match the (now existing) document: no duplicate key
             slow = [self._update_each(ids[i], docs[ids[i]], now) for i in again]
             self._retry("bulk write", self._bulk, slow)
+        self._merged.written()
         self._retry("finish intents", self._finish, flush.parts, flush.clocks)
 
     # -- starting over ------------------------------------------------------------------

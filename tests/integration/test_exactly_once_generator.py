@@ -24,6 +24,11 @@ AGGREGATIONS = [
      "window": (2, 1)},
     {"name": "shortest_3s_every_2s", "type": "min", "field": "duration_ms", "window": (3, 2)},
     {"name": "longest_1s", "type": "max", "field": "duration_ms", "group_by": ["item_id"], "window": 1},
+    # sketches: their stored state (registers, bucket counts) must equal the truth's exactly
+    {"name": "users_per_item", "type": "distinct", "field": "user_id", "group_by": ["item_id"]},
+    {"name": "duration_pct_per_type", "type": "percentiles", "field": "duration_ms", "group_by": ["interaction_type"]},
+    {"name": "users_2s_every_1s", "type": "distinct", "field": "user_id", "window": (2, 1), "precision": 10},
+    {"name": "duration_pct_3s", "type": "percentiles", "field": "duration_ms", "window": 3, "buckets": 64},
 ]
 
 

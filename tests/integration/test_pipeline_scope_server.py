@@ -25,6 +25,12 @@ AGGREGATIONS = [
     {"name": "longest", "type": "max", "field": "duration_ms", "group_by": ["interaction_type"]},
     {"name": "per_type_5s", "type": "count", "group_by": ["interaction_type"], "window": 5},
 ]
+#: merged by two pipelines into one document, a sketch holds the sketch of both inputs together
+SKETCHES = [
+    {"name": "users_per_item", "type": "distinct", "field": "user_id", "group_by": ["item_id"]},
+    {"name": "duration_pct_5s", "type": "percentiles", "field": "duration_ms", "group_by": ["interaction_type"],
+     "window": 5},
+]
 
 
 def summed(*truths: dict) -> dict:
@@ -86,7 +92,7 @@ def test_two_generator_pipelines_killed_while_sharing_a_collection(mongo_server,
     names = {k: unique(f"pipe_{k}") for k in sources}
     files = {k: write_yaml(tmp_path / f"{k}.yaml",
                            pipeline(names[k], {"type": "generator", **sources[k]}, mongo_server.uri, database,
-                                    AGGREGATIONS, {"max_records": 50_000, "interval": "0.3s"}))
+                                    AGGREGATIONS + SKETCHES, {"max_records": 50_000, "interval": "0.3s"}))
              for k in sources}
     client = mongo_server.client()
     db = client[database]
@@ -103,9 +109,10 @@ def test_two_generator_pipelines_killed_while_sharing_a_collection(mongo_server,
     t, box = _in_thread(lambda: loop("a"))
     events = loop("b") + _result(t, box)
     print("\n".join(events))
-    expected = summed(*(truth(generator_records(sources[k], sources[k]["max_records"]), AGGREGATIONS)
-                        for k in sources))
-    problem = diff(expected, stored(db["aggregations"], AGGREGATIONS))
+    records = {k: generator_records(sources[k], sources[k]["max_records"]) for k in sources}
+    expected = summed(*(truth(records[k], AGGREGATIONS) for k in sources))
+    expected.update(truth([r for k in sources for r in records[k]], SKETCHES))
+    problem = diff(expected, stored(db["aggregations"], AGGREGATIONS + SKETCHES))
     assert not problem, f"seed {seed}: stored documents differ from the truth\n{problem}\n" + "\n".join(events)
     for k in sources:
         state = offsets_state(db, names[k])

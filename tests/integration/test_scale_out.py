@@ -24,6 +24,8 @@ AGGREGATIONS = [
     {"name": "shortest", "type": "min", "field": "duration_ms", "group_by": ["interaction_type"]},
     {"name": "longest", "type": "max", "field": "duration_ms", "group_by": ["item_id"]},
     {"name": "per_type_10s", "type": "count", "group_by": ["interaction_type"], "window": 10},
+    {"name": "users_per_item", "type": "distinct", "field": "user_id", "group_by": ["item_id"]},
+    {"name": "duration_pct_per_type", "type": "percentiles", "field": "duration_ms", "group_by": ["interaction_type"]},
 ]
 PARTITIONS = 4
 

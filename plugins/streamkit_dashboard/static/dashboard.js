@@ -124,6 +124,8 @@
     renderMissing(s.missing || []);
     renderBars("top-users", "top-users-sub", users, users ? users.top : []);
     renderBars("top-items", "top-items-sub", items, items ? items.top : []);
+    renderDistinct(s.distinct_per_item);
+    renderQuantiles(s.quantiles_per_type);
     renderChart(s.types_over_time);
     renderHealth(h);
     renderAlerts(s.alerts);
@@ -166,6 +168,50 @@
       li.appendChild(el("span", "count", num(r.count)));
       list.appendChild(li);
     });
+  }
+
+  function renderDistinct(block) {
+    if (!block) {
+      const list = $("distinct-items");
+      list.replaceChildren(el("li", "empty-note", "add {name: users_per_item, type: distinct, field: user_id, group_by: [item_id]}"));
+      $("distinct-items-sub").textContent = "";
+      return;
+    }
+    renderBars("distinct-items", "distinct-items-sub", block, block.top);
+  }
+
+  function renderQuantiles(block) {
+    const table = $("quantiles"), head = table.tHead, body = table.tBodies[0];
+    head.replaceChildren();
+    body.replaceChildren();
+    $("quantiles-sub").textContent = block ? block.aggregation + (block.of ? " · " + block.of : "") : "";
+    if (!block) {
+      const tr = el("tr");
+      tr.appendChild(el("td", "empty-note", "add {name: duration_percentiles_per_type, type: percentiles, field: duration_ms, group_by: [interaction_type]}"));
+      body.appendChild(tr);
+      return;
+    }
+    const hr = el("tr");
+    hr.appendChild(el("th", null, block.field));
+    block.quantiles.forEach(function (q) { hr.appendChild(el("th", "num", q)); });
+    hr.appendChild(el("th", "num", "count"));
+    head.appendChild(hr);
+    if (!block.rows.length) {
+      const tr = el("tr");
+      tr.appendChild(el("td", "empty-note", "no data yet"));
+      body.appendChild(tr);
+      return;
+    }
+    for (const r of block.rows) {
+      const tr = el("tr");
+      tr.appendChild(el("td", "key", keyText(r.key)));
+      block.quantiles.forEach(function (q) {
+        const v = r.values[q];
+        tr.appendChild(el("td", "num" + (q === block.primary ? " primary" : ""), v === null || v === undefined ? "–" : nf2.format(v)));
+      });
+      tr.appendChild(el("td", "num", num(r.count)));
+      body.appendChild(tr);
+    }
   }
 
   // -- over-time chart (inline SVG, no library) -----------------------------------------
@@ -431,7 +477,9 @@
       });
       m.fields.forEach(function (f) {
         const v = r.values[f];
-        tr.appendChild(el("td", "num", typeof v === "number" ? (Number.isInteger(v) ? nf.format(v) : nf2.format(v)) : keyText(v)));
+        tr.appendChild(el("td", "num", typeof v === "number" ? (Number.isInteger(v) ? nf.format(v) : nf2.format(v))
+          : Array.isArray(v) ? v.map(function (e) { return keyText(e.value) + " (" + num(e.count) + ")"; }).join(", ")
+          : keyText(v)));
       });
       tbody.appendChild(tr);
     }
