@@ -182,7 +182,10 @@ def test_retention_drops_closed_windows_a_retention_behind_the_latest_event(test
     assert all(d.get("expire_at") for d in coll.find({"final": True}))
     assert not any("expire_at" in d for d in coll.find({"final": {"$ne": True}}))
     ttl = [i for i in coll.index_information().values() if i.get("expireAfterSeconds") == 0]
-    assert ttl and ttl[0]["key"] == [("expire_at", 1)]
+    if store.kind == "server":
+        assert ttl and ttl[0]["key"] == [("expire_at", 1)]
+    else:  # mongomock would scan for expired documents on every access: the sink deletes them itself
+        assert not ttl
 
 
 def test_expired_windows_go_also_where_the_server_has_no_ttl_monitor(test_plugins, store):  # noqa: F811

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 from streamkit import UTC, WindowResult
 
+from .client import is_mock
 from .ids import _escape, _unescape
 from .positions import LAYOUT
 
@@ -61,8 +62,10 @@ class ClosedWindows:
         aggs = pipeline.aggregations if pipeline is not None else []
         if any(a.closes for a in aggs):
             self.coll.create_index([("aggregation", ASCENDING), ("window.end", ASCENDING)])
-        if any(a.retention is not None for a in aggs):
-            # the server deletes a document once its expire_at passed (MongoDB's TTL monitor)
+        if any(a.retention is not None for a in aggs) and not is_mock(self.config["uri"]):
+            # the server deletes a document once its expire_at passed (MongoDB's TTL monitor); not
+            # in mongomock, which would look for expired documents on every access to any one
+            # (a flush of n updates would cost n scans): there the sink's own deletion does it
             self.coll.create_index([("expire_at", ASCENDING)], expireAfterSeconds=0)
 
     def close_windows(self, closing: Mapping[str, float]) -> None:
