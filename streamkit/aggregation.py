@@ -27,7 +27,7 @@ class AggregationSpec:
     lateness: float | None = None
     #: what becomes of a record too late for every one of its windows: drop_counted | dead_letter
     late: str = "drop_counted"
-    #: seconds a closed window is kept (see the mongodb sink); None: for ever
+    #: seconds a closed window is kept by a sink that keeps windows; None: for ever
     retention: float | None = None
 
     @property

@@ -293,4 +293,4 @@ def _check_emit(loc: Located, sinks: list[TypeSpec], aggregations: list[Aggregat
             raise loc.error(("sinks", i, "emit"), f"emit: final writes each closed window once, but {why}")
         if not any(t.cls.stores_windows for t in sinks):
             raise loc.error(("sinks", i, "emit"), "emit: final reads each closed window's final values from a "
-                                                  "sink that keeps windows (such as mongodb); add one under sinks")
+                                                  "sink that keeps windows (a database sink); add one under sinks")
